@@ -1,0 +1,210 @@
+"""Worker-side wiring: registration, heartbeats and the worker's defaults for queues and concurrency.
+
+``SentinelWorkerStep`` runs in the worker's main process. It registers the worker when the pool is
+up, beats every ``heartbeat.intervalMs`` with its load, keeps beating through a warm shutdown (so
+finishing tasks never look like a dead worker), and deregisters on ``worker_shutdown``. Other
+worker-side duties (monitor, mirror) attach to the same runtime through ``on_start`` hooks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Callable
+
+import redis
+from celery import bootsteps, signals
+from celery.worker import state as worker_state
+
+from .config import Config, get_config
+from .connection import get_redis
+from .registry import STOPPING, RedisRegistry, WorkerIdInUse
+
+logger = logging.getLogger(__name__)
+
+
+def get_registry(cfg: Config | None = None) -> RedisRegistry:
+    cfg = cfg or get_config()
+    return RedisRegistry(get_redis(cfg.redis_url), cfg.namespace, cfg.get("distributed.heartbeat.staleThresholdMs"))
+
+
+class WorkerRuntime:
+    """This worker process's identity in the cluster and its heartbeat thread."""
+
+    #: callables(runtime) run after registration; later subsystems (monitor, mirror) hook in here
+    on_start: list[Callable[["WorkerRuntime"], None]] = []
+    #: callables(runtime) run when a beat is refused (this incarnation was declared dead)
+    on_fenced: list[Callable[["WorkerRuntime"], None]] = []
+    #: callables(runtime) run at deregistration
+    on_stop: list[Callable[["WorkerRuntime"], None]] = []
+
+    current: "WorkerRuntime | None" = None
+
+    def __init__(self, worker, cfg: Config):
+        self.worker = worker
+        self.cfg = cfg
+        self.worker_id = cfg.worker_id
+        self.nodename = worker.hostname
+        self.instance = uuid.uuid4().hex
+        self.registry = get_registry(cfg)
+        self.interval = cfg.get("distributed.heartbeat.intervalMs") / 1000.0
+        self.incarnation = 0
+        self.stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.beats = 0
+
+    def queues(self) -> list[str]:
+        q = self.worker.app.amqp.queues
+        return sorted((q.consume_from or q).keys())
+
+    def registration(self) -> dict:
+        cap = dict(self.cfg.worker["capacity"])
+        cap["supportedTaskTypes"] = cap.get("supportedTaskTypes") or self.cfg.task_types
+        return {
+            "nodename": self.nodename,
+            "hostname": self.cfg.worker["hostname"] or socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": self.queues(),
+            "capacity": cap,
+            "metadata": self.cfg.worker["metadata"],
+            "concurrency": self.concurrency(),
+            "started": int(time.time() * 1000),
+        }
+
+    def concurrency(self) -> int:
+        pool = getattr(self.worker, "pool", None)
+        return int(getattr(pool, "limit", None) or self.worker.concurrency or 1)
+
+    def load(self) -> dict:
+        return {
+            "active": len(worker_state.active_requests),
+            "reserved": len(worker_state.reserved_requests),
+            "processed": worker_state.all_total_count[0],
+            "concurrency": self.concurrency(),
+        }
+
+    def register(self) -> None:
+        self.incarnation = self.registry.register(self.worker_id, self.instance, self.registration())
+        logger.info("sentinel: registered worker %s (incarnation %s, queues %s)",
+                    self.worker_id, self.incarnation, ",".join(self.queues()))
+
+    def start(self) -> None:
+        self.register()
+        WorkerRuntime.current = self
+        self._thread = threading.Thread(target=self._beat_loop, name="sentinel-heartbeat", daemon=True)
+        self._thread.start()
+        for hook in list(self.on_start):
+            hook(self)
+
+    def beat_once(self) -> bool:
+        ok = self.registry.beat(self.worker_id, self.instance, self.load())
+        self.beats += 1
+        if not ok and not self.stopped.is_set():
+            logger.warning("sentinel: worker %s incarnation %s was declared dead; re-registering",
+                           self.worker_id, self.incarnation)
+            for hook in list(self.on_fenced):
+                hook(self)
+            self.instance = uuid.uuid4().hex
+            self.register()
+        return ok
+
+    def _beat_loop(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.beat_once()
+            except redis.RedisError as exc:
+                logger.warning("sentinel: heartbeat failed: %s", exc)
+            except Exception:
+                logger.exception("sentinel: heartbeat error")
+
+    def mark_stopping(self) -> None:
+        try:
+            self.registry.set_state(self.worker_id, STOPPING)
+        except redis.RedisError:
+            pass
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        for hook in list(self.on_stop):
+            try:
+                hook(self)
+            except Exception:
+                logger.exception("sentinel: stop hook failed")
+        try:
+            self.registry.deregister(self.worker_id, self.instance)
+            logger.info("sentinel: deregistered worker %s", self.worker_id)
+        except redis.RedisError as exc:
+            logger.warning("sentinel: could not deregister: %s", exc)
+        if WorkerRuntime.current is self:
+            WorkerRuntime.current = None
+
+
+class SentinelWorkerStep(bootsteps.StartStopStep):
+    """Registers the worker and keeps its heartbeat; see the module docstring."""
+
+    label = "Sentinel"
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs):
+        self.runtime: WorkerRuntime | None = None
+        super().__init__(worker, **kwargs)
+
+    def start(self, worker):
+        self.runtime = WorkerRuntime(worker, get_config())
+        try:
+            self.runtime.start()
+        except WorkerIdInUse as exc:
+            logger.critical("sentinel: %s", exc)
+            raise SystemExit(f"sentinel: {exc}")
+
+    def stop(self, worker):
+        # Warm shutdown: keep beating while the pool finishes; deregister on worker_shutdown.
+        if self.runtime:
+            self.runtime.mark_stopping()
+
+    def terminate(self, worker):
+        self.stop(worker)
+
+    def shutdown(self, worker):
+        if self.runtime:
+            self.runtime.stop()
+
+
+def _on_worker_shutdown(sender=None, **kwargs):
+    runtime = WorkerRuntime.current
+    if runtime is not None:
+        runtime.stop()
+
+
+def _on_task_failure(sender=None, **kwargs):
+    # Runs where the task ran (a pool child); one HINCRBY only on failures.
+    runtime_cfg = get_config()
+    if not runtime_cfg.worker["workerId"]:
+        return
+    try:
+        get_redis(runtime_cfg.redis_url).hincrby(f"{runtime_cfg.namespace}worker:{runtime_cfg.worker_id}", "failed", 1)
+    except redis.RedisError:
+        pass
+
+
+def connect_worker_signals(app, cfg: Config) -> None:
+    def on_celeryd_init(sender=None, instance=None, **kwargs):
+        if instance is not None and instance.app is app and not cfg.worker["workerId"]:
+            cfg.worker["workerId"] = str(sender)  # the Celery nodename, e.g. celery@host
+
+    def on_after_setup(sender=None, instance=None, **kwargs):
+        # Started without -Q: consume the worker's supported types (and the default queue).
+        queues = app.amqp.queues
+        if instance is not None and instance.app is app and queues._consume_from is None:
+            from .plugin import default_queues_for_worker
+            queues.select(default_queues_for_worker(cfg, app))
+
+    signals.celeryd_init.connect(on_celeryd_init, weak=False)
+    signals.celeryd_after_setup.connect(on_after_setup, weak=False)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
+    signals.task_failure.connect(_on_task_failure, weak=False)

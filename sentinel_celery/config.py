@@ -1,0 +1,417 @@
+"""Configuration: built-in defaults < ``shared.json`` < ``worker-<WORKER_ID>.json`` < environment.
+
+This module owns the schema (every valid key, its type and default), loading and merging the
+sources, ``${VAR}`` substitution, and validation errors that name the key, the file and the
+closest valid key. Everything else reads configuration through :class:`Config`.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Mapping
+
+STRATEGIES = ("pull", "round_robin", "least_loaded", "capacity_based", "affinity")
+CONFLICT_RESOLUTIONS = ("last_write_wins", "version_check")
+COORDINATION_PATTERNS = ("peer_to_peer", "master_worker", "hierarchical")
+SCALERS = ("none", "local", "command")
+
+REDACTED = "***"
+
+
+class ConfigError(ValueError):
+    """A configuration source is invalid; the message names the key and the file."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+class Free:
+    """Schema marker: a mapping whose keys are the user's own (e.g. ``metadata``)."""
+
+    def __init__(self, default: Mapping | None = None):
+        self.default = dict(default or {})
+
+
+def _opt(type_, default, choices=None):
+    return {"__type__": type_, "__default__": default, "__choices__": choices}
+
+
+# Schema: nested dicts; leaves are _opt(...) or Free(...).
+SCHEMA: dict[str, Any] = {
+    "distributed": {
+        "enabled": _opt(bool, True),
+        "taskTypes": _opt(list, ["build", "test", "deploy"]),
+        "namespace": _opt(str, "sentinel:"),
+        "locking": {
+            "ttlSeconds": _opt((int, float), 300),
+            "retryAttempts": _opt(int, 3),
+            "retryDelayMs": _opt(int, 1000),
+        },
+        "heartbeat": {
+            "intervalMs": _opt(int, 2000),
+            "staleThresholdMs": _opt(int, 6000),
+            "recoveryEnabled": _opt(bool, True),
+            "pingTimeoutMs": _opt(int, 1000),
+        },
+        "failover": {
+            "maxRecoveries": _opt(int, 3),
+            "visibilityTimeoutSeconds": _opt(int, 7 * 24 * 3600),
+            "offlineRetentionSeconds": _opt(int, 24 * 3600),
+        },
+        "loadBalancer": {
+            "strategy": _opt(str, "pull", STRATEGIES),
+            "affinityEnabled": _opt(bool, False),
+            "rebalanceIntervalMs": _opt(int, 10000),
+            "options": {
+                "startIndex": _opt(int, 0),
+                "considerCapacity": _opt(bool, True),
+                "weightByCpu": _opt(bool, False),
+                "weightByMemory": _opt(bool, False),
+                "affinityKey": _opt(str, "project_id"),
+                "affinityTtlSeconds": _opt(int, 3600),
+                "fallbackStrategy": _opt(str, "least_loaded", STRATEGIES),
+            },
+        },
+        "memorySync": {
+            "intervalMs": _opt(int, 5000),
+            "conflictResolution": _opt(str, "last_write_wins", CONFLICT_RESOLUTIONS),
+            "cacheSize": _opt(int, 1000),
+        },
+        "coordination": {
+            "pattern": _opt(str, "peer_to_peer", COORDINATION_PATTERNS),
+        },
+        "autoscale": {
+            "enabled": _opt(bool, False),
+            "scaler": _opt(str, "none", SCALERS),
+            "command": _opt(list, []),
+            "minWorkers": _opt(int, 1),
+            "maxWorkers": _opt(int, 10),
+            "scaleUpUtilization": _opt((int, float), 0.80),
+            "scaleUpQueued": _opt(int, 50),
+            "scaleDownUtilization": _opt((int, float), 0.20),
+            "scaleDownQueued": _opt(int, 10),
+            "step": _opt(int, 2),
+            "cooldownSeconds": _opt(int, 60),
+        },
+    },
+    "redis": {
+        "url": _opt(str, "redis://127.0.0.1:6379/0"),
+        "brokerKeyPrefix": _opt(str, ""),
+    },
+    "github": {
+        "enabled": _opt(bool, True),
+        "owner": _opt(str, ""),
+        "repo": _opt(str, ""),
+        "token": _opt(str, ""),
+        "apiUrl": _opt(str, "https://api.github.com"),
+        "appId": _opt(str, ""),
+        "privateKeyPath": _opt(str, ""),
+        "installationId": _opt(str, ""),
+        "assignees": Free(),
+        "mirror": {
+            "flushIntervalMs": _opt(int, 5000),
+            "maxWritesPerSecond": _opt((int, float), 1),
+            "maxWritesPerMinute": _opt(int, 60),
+            "outboxMaxLen": _opt(int, 100000),
+            "workerIssues": _opt(bool, True),
+            "dashboard": _opt(bool, True),
+            "linkedTasks": _opt(bool, True),
+            "commitStatuses": _opt(bool, True),
+        },
+    },
+    "monitoring": {
+        "metricsPort": _opt(int, 9808),
+        "metricsHost": _opt(str, "127.0.0.1"),
+        "logStreamMaxLen": _opt(int, 100000),
+        "alerts": {
+            "utilizationWarning": _opt((int, float), 0.90),
+            "healthyWorkersCritical": _opt((int, float), 0.75),
+            "queueBacklogWarning": _opt(int, 100),
+            "githubBudgetLow": _opt(int, 500),
+            "outboxBacklogWarning": _opt(int, 1000),
+            "webhookUrl": _opt(str, ""),
+        },
+    },
+}
+
+WORKER_SCHEMA: dict[str, Any] = {
+    "workerId": _opt(str, ""),
+    "hostname": _opt(str, ""),
+    "capacity": {
+        "maxConcurrentTasks": _opt(int, 2),
+        "cpuCores": _opt(int, os.cpu_count() or 1),
+        "memoryMb": _opt(int, 2048),
+        "supportedTaskTypes": _opt(list, []),
+    },
+    "metadata": Free({"region": "local", "environment": "development"}),
+}
+
+# Environment variable -> (section, dotted path, converter)
+ENVIRONMENT = {
+    "WORKER_ID": ("worker", "workerId", str),
+    "WORKER_HOSTNAME": ("worker", "hostname", str),
+    "WORKER_MAX_TASKS": ("worker", "capacity.maxConcurrentTasks", int),
+    "SUPPORTED_TASK_TYPES": ("worker", "capacity.supportedTaskTypes",
+                             lambda v: [t.strip() for t in v.split(",") if t.strip()]),
+    "WORKER_REGION": ("worker", "metadata.region", str),
+    "GITHUB_OWNER": ("shared", "github.owner", str),
+    "GITHUB_REPO": ("shared", "github.repo", str),
+    "GITHUB_TOKEN": ("shared", "github.token", str),
+    "GITHUB_API_URL": ("shared", "github.apiUrl", str),
+    "REDIS_URL": ("shared", "redis.url", str),
+    "SENTINEL_NAMESPACE": ("shared", "distributed.namespace", str),
+    "SENTINEL_BROKER_PREFIX": ("shared", "redis.brokerKeyPrefix", str),
+}
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _defaults(schema: Mapping) -> dict:
+    out = {}
+    for key, spec in schema.items():
+        if isinstance(spec, Free):
+            out[key] = dict(spec.default)
+        elif "__type__" in spec:
+            out[key] = copy.deepcopy(spec["__default__"])
+        else:
+            out[key] = _defaults(spec)
+    return out
+
+
+def _type_name(type_) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}
+    if isinstance(type_, tuple):
+        return "number"
+    return names.get(type_, type_.__name__)
+
+
+def _all_paths(schema: Mapping, prefix: str = "") -> list[str]:
+    paths = []
+    for key, spec in schema.items():
+        path = f"{prefix}{key}"
+        paths.append(path)
+        if not isinstance(spec, Free) and "__type__" not in spec:
+            paths.extend(_all_paths(spec, path + "."))
+    return paths
+
+
+def _closest(key: str, path: str, schema: Mapping, root: Mapping) -> str:
+    siblings = list(schema.keys())
+    match = difflib.get_close_matches(key, siblings, n=1, cutoff=0.5)
+    if match:
+        parent = path.rsplit(".", 1)[0] + "." if "." in path else ""
+        return f"{parent}{match[0]}"
+    everywhere = _all_paths(root)
+    match = difflib.get_close_matches(path, everywhere, n=1, cutoff=0.4)
+    return match[0] if match else ""
+
+
+def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: str = "") -> list[str]:
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        return [f"{source}: '{prefix.rstrip('.') or '<top>'}' must be an object, got {type(data).__name__}"]
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key.startswith("$") or key.startswith("_comment"):
+            continue  # "$schema" and comments are tolerated, as in most JSON configs
+        spec = schema.get(key)
+        if spec is None:
+            hint = _closest(key, path, schema, root)
+            errors.append(f"{source}: unknown key '{path}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+            continue
+        if isinstance(spec, Free):
+            if not isinstance(value, dict):
+                errors.append(f"{source}: '{path}' must be an object, got {type(value).__name__}")
+            continue
+        if "__type__" not in spec:
+            errors.extend(_validate(value, spec, source, root, path + "."))
+            continue
+        type_ = spec["__type__"]
+        ok = isinstance(value, type_) and not (isinstance(value, bool) and type_ is not bool)
+        if not ok:
+            errors.append(f"{source}: '{path}' must be a {_type_name(type_)}, got {json.dumps(value)}")
+            continue
+        choices = spec["__choices__"]
+        if choices and value not in choices:
+            errors.append(f"{source}: '{path}' is {json.dumps(value)}; valid values: {', '.join(choices)}")
+    return errors
+
+
+def _substitute(value: Any, source: str, environ: Mapping[str, str], errors: list[str]) -> Any:
+    if isinstance(value, str):
+        def repl(m):
+            name = m.group(1)
+            if name not in environ:
+                errors.append(f"{source}: environment variable '{name}' is not set (used as ${{{name}}})")
+                return ""
+            return environ[name]
+        return _PLACEHOLDER.sub(repl, value)
+    if isinstance(value, list):
+        return [_substitute(v, source, environ, errors) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, source, environ, errors) for k, v in value.items()}
+    return value
+
+
+def _merge(base: dict, override: Mapping) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        data = data.setdefault(p, {})
+    data[leaf] = value
+
+
+def _get_path(data: Mapping, dotted: str, default: Any = None) -> Any:
+    for p in dotted.split("."):
+        if not isinstance(data, Mapping) or p not in data:
+            return default
+        data = data[p]
+    return data
+
+
+def _read_json(path: Path, environ: Mapping[str, str], errors: list[str]) -> dict:
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        errors.append(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        return {}
+    return _substitute(raw, str(path), environ, errors)
+
+
+class Config:
+    """The merged configuration of one process: ``shared`` (cluster-wide) and ``worker`` (this worker)."""
+
+    def __init__(self, shared: dict, worker: dict, sources: list[str]):
+        self.shared = shared
+        self.worker = worker
+        self.sources = sources
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        return _get_path(self.shared, dotted, default)
+
+    def worker_get(self, dotted: str, default: Any = None) -> Any:
+        return _get_path(self.worker, dotted, default)
+
+    @property
+    def namespace(self) -> str:
+        return self.get("distributed.namespace")
+
+    @property
+    def redis_url(self) -> str:
+        return self.get("redis.url")
+
+    @property
+    def task_types(self) -> list[str]:
+        return list(self.get("distributed.taskTypes"))
+
+    @property
+    def worker_id(self) -> str:
+        """The configured id; a Celery worker without one uses its nodename (set at worker init)."""
+        return self.worker["workerId"] or f"{self.worker['hostname']}-{os.getpid()}"
+
+    @property
+    def supported_task_types(self) -> list[str]:
+        return list(self.worker["capacity"]["supportedTaskTypes"]) or self.task_types
+
+    def as_dict(self, redact: bool = True) -> dict:
+        data = {"shared": copy.deepcopy(self.shared), "worker": copy.deepcopy(self.worker),
+                "sources": list(self.sources)}
+        if redact and data["shared"]["github"].get("token"):
+            data["shared"]["github"]["token"] = REDACTED
+        return data
+
+    def __repr__(self) -> str:  # never show the token
+        return f"<Config worker={self.worker_id!r} sources={self.sources!r}>"
+
+
+def load_config(config_dir: str | os.PathLike | None = None,
+                environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load and validate the configuration; raise :class:`ConfigError` listing every problem."""
+    environ = os.environ if environ is None else environ
+    config_dir = Path(config_dir or environ.get("SENTINEL_CONFIG_DIR") or "./config")
+    errors: list[str] = []
+    sources = ["defaults"]
+    shared = _defaults(SCHEMA)
+    worker = _defaults(WORKER_SCHEMA)
+
+    shared_file = config_dir / "shared.json"
+    if shared_file.is_file():
+        data = _read_json(shared_file, environ, errors)
+        file_errors = _validate(data, SCHEMA, str(shared_file), SCHEMA)
+        errors.extend(file_errors)
+        if not file_errors:
+            _merge(shared, data)
+        sources.append(str(shared_file))
+
+    worker_id = environ.get("WORKER_ID", "")
+    if worker_id:
+        worker_file = config_dir / f"worker-{worker_id}.json"
+        if worker_file.is_file():
+            data = _read_json(worker_file, environ, errors)
+            file_errors = _validate(data, WORKER_SCHEMA, str(worker_file), WORKER_SCHEMA)
+            errors.extend(file_errors)
+            if not file_errors:
+                _merge(worker, data)
+            sources.append(str(worker_file))
+
+    for name, (section, dotted, convert) in ENVIRONMENT.items():
+        if name in environ and environ[name] != "":
+            try:
+                value = convert(environ[name])
+            except ValueError:
+                errors.append(f"environment: {name}={environ[name]!r} is not a valid {dotted} value")
+                continue
+            _set_path(shared if section == "shared" else worker, dotted, value)
+            if f"environment" not in sources:
+                sources.append("environment")
+
+    for dotted, value in (overrides or {}).items():
+        section, _, path = dotted.partition(":")
+        if not path:
+            section, path = "shared", dotted
+        _set_path(shared if section == "shared" else worker, path, value)
+
+    errors.extend(_validate(worker, WORKER_SCHEMA, "merged worker config", WORKER_SCHEMA))
+    errors.extend(_validate(shared, SCHEMA, "merged config", SCHEMA))
+    task_types = shared["distributed"]["taskTypes"]
+    for t in worker["capacity"]["supportedTaskTypes"]:
+        if t not in task_types:
+            errors.append(f"worker config: supportedTaskTypes has '{t}', which is not one of "
+                          f"distributed.taskTypes ({', '.join(task_types)})")
+    if errors:
+        raise ConfigError(errors)
+
+    if not worker["hostname"]:
+        worker["hostname"] = socket.gethostname()
+    return Config(shared, worker, sources)
+
+
+_current: Config | None = None
+
+
+def get_config(reload: bool = False) -> Config:
+    """The process-wide configuration, loaded once from the environment."""
+    global _current
+    if _current is None or reload:
+        _current = load_config()
+    return _current
+
+
+def set_config(config: Config) -> None:
+    global _current
+    _current = config

@@ -1,0 +1,17 @@
+"""The REST endpoints, one module per family of GitHub's API.
+
+Each module owns a :class:`~sentinel_celery.hub.routing.Router` named
+``router``; :func:`build_router` puts them together in matching order.
+"""
+
+from __future__ import annotations
+
+from ..routing import Router
+from . import checks, comments, commits, contents, gitdata, issues, labels, meta, repos
+
+
+def build_router() -> Router:
+    router = Router()
+    for module in (meta, repos, issues, comments, labels, contents, gitdata, commits, checks):
+        router.include(module.router)
+    return router

@@ -1,0 +1,38 @@
+"""Endpoints about the caller: ``GET /user``, ``GET /users/{login}``, ``GET /rate_limit``."""
+
+from __future__ import annotations
+
+from ..context import RequestContext
+from ..errors import HubError, not_found
+from ..routing import Response, Router
+from .. import shapes
+
+router = Router()
+
+
+@router.route("GET", "/user")
+def get_authenticated_user(ctx: RequestContext) -> Response:
+    spec = ctx.caller.spec
+    if spec.is_app:
+        raise HubError(403, "Resource not accessible by integration")
+    row = ctx.store.user(ctx.caller.user_id)
+    owned = ctx.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ?", (row["id"],))["n"]
+    return Response(200, shapes.full_user(ctx.urls, row, public_repos=0, private_repos=owned))
+
+
+@router.route("GET", "/users/{login}")
+def get_user(ctx: RequestContext, login: str) -> Response:
+    row = ctx.store.user_by_login(login)
+    if row is None:
+        raise not_found()
+    owned = ctx.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ?", (row["id"],))["n"]
+    body = shapes.full_user(ctx.urls, row, public_repos=0, private_repos=owned)
+    for private in ("private_gists", "total_private_repos", "owned_private_repos", "disk_usage", "collaborators",
+                    "two_factor_authentication", "plan", "notification_email"):
+        body.pop(private, None)
+    return Response(200, body)
+
+
+@router.route("GET", "/rate_limit")
+def get_rate_limit(ctx: RequestContext) -> Response:
+    return Response(200, shapes.rate_limit(ctx.hub.quota_for(ctx.caller).as_json()))

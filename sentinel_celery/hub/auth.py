@@ -1,0 +1,175 @@
+"""Tokens: who may call the hub and what they may do.
+
+Owns :class:`TokenSpec` (a token's owner, kind and access level),
+:class:`TokenRegistry` (lookup by the ``Authorization`` header, GitHub's 401
+messages) and the tokens-file format::
+
+    {"tokens": [
+        {"token": "ro-1", "label": "reader", "login": "viewer", "access": "read"},
+        {"token": "ghs_1", "label": "sentinel-app", "kind": "app",
+         "app_slug": "sentinel", "repos": ["acme/app"]}
+    ]}
+
+``access`` is ``read`` (GETs only), ``write`` (the default) or ``admin``
+(write, plus collaborators and the ``/_hub`` admin API). ``kind`` is ``user``
+(a personal access token, the default) or ``app`` (an app-installation token,
+the only kind allowed to write check runs; its user is ``<app_slug>[bot]``).
+``repos`` limits a token to some repositories; others answer 404, as GitHub
+does for repositories a token cannot see.
+
+Raw tokens never leave this module except through ``TokenSpec.token``; logs and
+admin output carry ``label`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from .errors import HubError
+
+Access = Literal["read", "write", "admin"]
+Kind = Literal["user", "app"]
+_ACCESS = ("read", "write", "admin")
+_KINDS = ("user", "app")
+
+
+def generate_token(kind: Kind = "user") -> str:
+    """A fresh random token shaped like GitHub's (``ghp_`` personal, ``ghs_`` installation)."""
+    prefix = "ghs_" if kind == "app" else "ghp_"
+    return prefix + secrets.token_urlsafe(27).replace("-", "A").replace("_", "b")[:36]
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    token: str = field(repr=False)
+    login: str
+    label: str
+    kind: Kind = "user"
+    access: Access = "write"
+    repos: tuple[str, ...] | None = None
+    app_slug: str = "sentinel"
+    app_id: int = 1
+    installation_id: int = 1
+
+    def __post_init__(self) -> None:
+        if self.access not in _ACCESS:
+            raise ValueError(f"token {self.label!r}: access must be one of {_ACCESS}, not {self.access!r}")
+        if self.kind not in _KINDS:
+            raise ValueError(f"token {self.label!r}: kind must be one of {_KINDS}, not {self.kind!r}")
+        if not self.token:
+            raise ValueError(f"token {self.label!r}: empty token")
+
+    @property
+    def can_write(self) -> bool:
+        return self.access in ("write", "admin")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.access == "admin"
+
+    @property
+    def is_app(self) -> bool:
+        return self.kind == "app"
+
+    @property
+    def user_login(self) -> str:
+        return f"{self.app_slug}[bot]" if self.is_app else self.login
+
+    def sees_repo(self, full_name: str) -> bool:
+        return self.repos is None or full_name.lower() in {r.lower() for r in self.repos}
+
+    @property
+    def forbidden_message(self) -> str:
+        """GitHub's message when this token lacks a permission."""
+        if self.is_app:
+            return "Resource not accessible by integration"
+        return "Resource not accessible by personal access token"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, default_login: str, index: int = 0) -> "TokenSpec":
+        known = {"token", "login", "label", "kind", "access", "repos", "app_slug", "app_id", "installation_id"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"tokens file entry {index}: unknown keys {sorted(unknown)}")
+        if "token" not in data:
+            raise ValueError(f"tokens file entry {index}: 'token' is required")
+        login = str(data.get("login") or default_login)
+        kind = data.get("kind", "user")
+        repos = data.get("repos")
+        return cls(
+            token=str(data["token"]),
+            login=login,
+            label=str(data.get("label") or f"{kind}-{login}-{index}"),
+            kind=kind,
+            access=data.get("access", "write"),
+            repos=tuple(repos) if repos is not None else None,
+            app_slug=str(data.get("app_slug", "sentinel")),
+            app_id=int(data.get("app_id", 1)),
+            installation_id=int(data.get("installation_id", index + 1)),
+        )
+
+
+def load_tokens_file(path: str | Path, *, default_login: str) -> list[TokenSpec]:
+    """Read a tokens file: ``{"tokens": [...]}`` or a bare list of entries."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    entries = data.get("tokens") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of tokens or {{\"tokens\": [...]}}")
+    return [TokenSpec.from_dict(entry, default_login=default_login, index=i) for i, entry in enumerate(entries)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: the token's spec plus its user's row id."""
+
+    spec: TokenSpec
+    user_id: int
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+def parse_authorization(header: str | None) -> str | None:
+    """The token in ``token X`` / ``Bearer X``; '' for a header of another scheme; None for no header."""
+    if header is None or not header.strip():
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() in ("token", "bearer") and value.strip():
+        return value.strip()
+    return ""
+
+
+class TokenRegistry:
+    """The tokens the hub accepts; safe to change while requests are served."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_token: dict[str, Principal] = {}
+
+    def add(self, principal: Principal) -> None:
+        with self._lock:
+            self._by_token[principal.spec.token] = principal
+
+    def remove(self, token: str) -> None:
+        with self._lock:
+            self._by_token.pop(token, None)
+
+    def principals(self) -> Iterable[Principal]:
+        with self._lock:
+            return list(self._by_token.values())
+
+    def authenticate(self, header: str | None) -> Principal:
+        token = parse_authorization(header)
+        if token is None:
+            raise HubError(401, "Requires authentication")
+        with self._lock:
+            principal = self._by_token.get(token) if token else None
+        if principal is None:
+            raise HubError(401, "Bad credentials")
+        return principal

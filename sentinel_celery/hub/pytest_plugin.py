@@ -1,0 +1,1 @@
+"""Pytest fixtures that start a local GitHub-compatible API (sentinel hub)."""

@@ -1,0 +1,304 @@
+"""The hub's state in SQLite: users, repositories and everything in them.
+
+Owns the schema, the single connection (shared by all server threads, guarded
+by a re-entrant lock) and transactions: every API request runs inside one
+``store.tx()``, so a read-check-write such as a contents ``sha`` comparison or
+a ref creation is atomic and racing writers see exactly one winner. Also owns
+the entities that everything else hangs from: users and repositories (with
+GitHub's default labels and an initial commit on ``main``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    login TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    type TEXT NOT NULL DEFAULT 'User',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS repos (
+    id INTEGER PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    full_name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    description TEXT,
+    private INTEGER NOT NULL DEFAULT 1,
+    default_branch TEXT NOT NULL DEFAULT 'main',
+    next_number INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    pushed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS collaborators (
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    permission TEXT NOT NULL DEFAULT 'push',
+    PRIMARY KEY (repo_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    name TEXT NOT NULL COLLATE NOCASE,
+    color TEXT NOT NULL,
+    description TEXT,
+    is_default INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (repo_id, name)
+);
+CREATE TABLE IF NOT EXISTS issues (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    number INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT,
+    state TEXT NOT NULL DEFAULT 'open',
+    state_reason TEXT,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    app_id INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    closed_at TEXT,
+    closed_by_id INTEGER REFERENCES users(id),
+    UNIQUE (repo_id, number)
+);
+CREATE TABLE IF NOT EXISTS issue_labels (
+    issue_id INTEGER NOT NULL REFERENCES issues(id),
+    label_id INTEGER NOT NULL REFERENCES labels(id),
+    PRIMARY KEY (issue_id, label_id)
+);
+CREATE TABLE IF NOT EXISTS issue_assignees (
+    issue_id INTEGER NOT NULL REFERENCES issues(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (issue_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS comments (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    issue_id INTEGER NOT NULL REFERENCES issues(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    app_id INTEGER,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_issue ON comments (issue_id, id);
+CREATE TABLE IF NOT EXISTS git_objects (
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    sha TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (repo_id, sha)
+);
+CREATE TABLE IF NOT EXISTS git_refs (
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    name TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    PRIMARY KEY (repo_id, name)
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    sha TEXT NOT NULL,
+    state TEXT NOT NULL,
+    target_url TEXT,
+    description TEXT,
+    context TEXT NOT NULL,
+    creator_id INTEGER NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statuses_by_sha ON statuses (repo_id, sha, id);
+CREATE TABLE IF NOT EXISTS check_runs (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    head_sha TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    conclusion TEXT,
+    details_url TEXT,
+    external_id TEXT,
+    started_at TEXT,
+    completed_at TEXT,
+    output_title TEXT,
+    output_summary TEXT,
+    output_text TEXT,
+    app_id INTEGER NOT NULL,
+    app_slug TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS check_runs_by_sha ON check_runs (repo_id, head_sha, id);
+"""
+
+DEFAULT_LABELS = (
+    ("bug", "d73a4a", "Something isn't working"),
+    ("documentation", "0075ca", "Improvements or additions to documentation"),
+    ("duplicate", "cfd3d7", "This issue or pull request already exists"),
+    ("enhancement", "a2eeef", "New feature or request"),
+    ("good first issue", "7057ff", "Good for newcomers"),
+    ("help wanted", "008672", "Extra attention is needed"),
+    ("invalid", "e4e669", "This doesn't seem right"),
+    ("question", "d876e3", "Further information is requested"),
+    ("wontfix", "ffffff", "This will not be worked on"),
+)
+
+
+def iso(epoch: float | None = None) -> str:
+    """GitHub's timestamp format: ``2024-05-01T12:00:00Z`` (UTC, whole seconds)."""
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO-8601 time (``Z`` or an offset); raises ValueError."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class Store:
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self._depth = 0
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        with self.lock:
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.executescript(SCHEMA)
+            self.conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator["Store"]:
+        """One transaction; nested calls join the outer one."""
+        with self.lock:
+            outer = self._depth == 0
+            if outer:
+                self.conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self.conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self.lock:
+            return self.conn.execute(sql, params)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.lock:
+            return int(self.conn.execute(sql, params).lastrowid)  # type: ignore[arg-type]
+
+    # users ---------------------------------------------------------------
+    def ensure_user(self, login: str, type: str = "User") -> int:
+        with self.tx():
+            row = self.one("SELECT id FROM users WHERE login = ?", (login,))
+            if row is not None:
+                return int(row["id"])
+            return self.insert("INSERT INTO users (login, type, created_at) VALUES (?, ?, ?)", (login, type, iso()))
+
+    def user(self, user_id: int) -> sqlite3.Row:
+        row = self.one("SELECT * FROM users WHERE id = ?", (user_id,))
+        assert row is not None, user_id
+        return row
+
+    def user_by_login(self, login: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM users WHERE login = ?", (login,))
+
+    # repositories --------------------------------------------------------
+    def repo(self, owner: str, name: str) -> sqlite3.Row | None:
+        return self.one("SELECT * FROM repos WHERE full_name = ?", (f"{owner}/{name}",))
+
+    def repo_by_id(self, repo_id: int) -> sqlite3.Row:
+        row = self.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
+        assert row is not None, repo_id
+        return row
+
+    def repos(self) -> list[sqlite3.Row]:
+        return self.all("SELECT * FROM repos ORDER BY id")
+
+    def create_repo(self, full_name: str, *, description: str | None = None, default_branch: str = "main") -> sqlite3.Row:
+        """Create ``owner/name`` (and its owner) if missing, with default labels and an initial commit."""
+        from .git import GitRepo, Signature, TreeEntry
+
+        owner, sep, name = full_name.partition("/")
+        if not sep or not owner or not name or "/" in name:
+            raise ValueError(f"repository must be 'owner/name', not {full_name!r}")
+        with self.tx():
+            existing = self.repo(owner, name)
+            if existing is not None:
+                return existing
+            owner_id = self.ensure_user(owner)
+            now = iso()
+            repo_id = self.insert(
+                "INSERT INTO repos (owner_id, name, full_name, description, default_branch, created_at, updated_at, pushed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (owner_id, name, f"{owner}/{name}", description, default_branch, now, now, now),
+            )
+            self.execute(
+                "INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, 'admin')", (repo_id, owner_id)
+            )
+            for label, color, text in DEFAULT_LABELS:
+                self.execute(
+                    "INSERT INTO labels (repo_id, name, color, description, is_default) VALUES (?, ?, ?, ?, 1)",
+                    (repo_id, label, color, text),
+                )
+            git = GitRepo(self, repo_id)
+            blob = git.put("blob", f"# {name}\n".encode())
+            tree = git.with_path(None, "README.md", TreeEntry("100644", "README.md", blob))
+            signature = Signature(owner, f"{owner}@users.noreply.hub.local", int(time.time()))
+            commit = git.make_commit(tree, [], "Initial commit", signature)
+            git.set_ref(f"refs/heads/{default_branch}", commit)
+            return self.repo_by_id(repo_id)
+
+    def add_collaborator(self, repo_id: int, user_id: int, permission: str = "push") -> bool:
+        """Add (or re-permission) a collaborator; True if they were not one before."""
+        with self.tx():
+            existed = self.one("SELECT 1 FROM collaborators WHERE repo_id = ? AND user_id = ?", (repo_id, user_id))
+            self.execute(
+                "INSERT INTO collaborators (repo_id, user_id, permission) VALUES (?, ?, ?) "
+                "ON CONFLICT (repo_id, user_id) DO UPDATE SET permission = excluded.permission",
+                (repo_id, user_id, permission),
+            )
+            return existed is None
+
+    def permission(self, repo_id: int, user_id: int) -> str | None:
+        row = self.one("SELECT permission FROM collaborators WHERE repo_id = ? AND user_id = ?", (repo_id, user_id))
+        return row["permission"] if row else None
+
+    def touch_repo(self, repo_id: int, pushed: bool = False) -> None:
+        now = iso()
+        if pushed:
+            self.execute("UPDATE repos SET updated_at = ?, pushed_at = ? WHERE id = ?", (now, now, repo_id))
+        else:
+            self.execute("UPDATE repos SET updated_at = ? WHERE id = ?", (now, repo_id))

@@ -1,0 +1,86 @@
+"""``SentinelTask``: the task base class — a task type (its queue) and an optional fenced lease.
+
+    @app.task(base=SentinelTask, task_type="deploy", lock_key="deploy:{env}")
+    def deploy(env): ...
+
+``lock_key`` is a format string over the task's arguments (or ``True``: one lease per task name).
+While the body runs the lease is renewed in the background; the body sees ``self.lease.token``
+(the fencing token) and ``self.lease.lost``. ``lock_contention`` says what happens when the lease
+is held: ``retry`` (re-queue after retryDelayMs × 2^n, up to retryAttempts, then fail with
+``LockContended``), ``fail`` (fail now) or ``skip`` (succeed with a ``skipped`` result).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+
+from celery import Task
+
+from .config import get_config
+from .leases import Lease, LeaseLost, LockContended, backoff_delays, try_acquire
+
+logger = logging.getLogger(__name__)
+
+CONTENTION_POLICIES = ("retry", "fail", "skip")
+
+
+class SentinelTask(Task):
+    abstract = True
+    task_type: str | None = None
+    lock_key: str | bool | None = None
+    lock_ttl: float | None = None
+    lock_contention: str = "retry"
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease held by the current execution, if any."""
+        return getattr(self.request, "sentinel_lease", None)
+
+    def lease_name(self, args: tuple, kwargs: dict) -> str:
+        if self.lock_key is True:
+            return self.name
+        try:
+            bound = inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name}: cannot bind arguments for lock_key: {exc}") from None
+        bound.apply_defaults()
+        try:
+            return str(self.lock_key).format(**bound.arguments)
+        except (KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"task {self.name}: lock_key {self.lock_key!r} refers to {exc}, "
+                             f"which is not an argument of the task") from None
+
+    def __call__(self, *args, **kwargs):
+        if not self.lock_key:
+            return super().__call__(*args, **kwargs)
+        if self.lock_contention not in CONTENTION_POLICIES:
+            raise ValueError(f"task {self.name}: lock_contention must be one of {', '.join(CONTENTION_POLICIES)}")
+        cfg = get_config()
+        name = self.lease_name(args, kwargs)
+        ttl = self.lock_ttl or cfg.get("distributed.locking.ttlSeconds")
+        try:
+            held = try_acquire(name, ttl, worker=cfg.worker_id, task_id=self.request.id or "")
+        except LockContended as exc:
+            return self._contended(exc, cfg)
+        self.request.sentinel_lease = held
+        try:
+            result = super().__call__(*args, **kwargs)
+        finally:
+            released = held.release()
+            self.request.sentinel_lease = None
+        if not released and held.lost:
+            raise LeaseLost(held.name, held.token)
+        return result
+
+    def _contended(self, exc: LockContended, cfg):
+        if self.lock_contention == "fail" or self.request.called_directly:
+            raise exc
+        if self.lock_contention == "skip":
+            logger.info("task %s[%s] skipped: %s", self.name, self.request.id, exc)
+            return {"skipped": True, "reason": str(exc)}
+        attempts = cfg.get("distributed.locking.retryAttempts")
+        delays = backoff_delays(attempts, cfg.get("distributed.locking.retryDelayMs"))
+        n = self.request.retries
+        if n >= attempts:
+            raise exc
+        raise self.retry(exc=exc, countdown=delays[n], max_retries=attempts)

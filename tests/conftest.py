@@ -1,0 +1,106 @@
+"""Shared fixtures: a real Redis (the configured one, else a private redis-server), an isolated
+namespace per test, a Celery client app, and real worker processes."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from sentinel_celery.config import load_config, set_config
+from sentinel_celery.embedded import EmbeddedRedis, redis_answers
+from sentinel_celery.plugin import create_app
+from sentinel_celery.processes import start_worker, wait_for
+
+FAST_SHARED = {
+    "distributed": {
+        "locking": {"ttlSeconds": 30, "retryAttempts": 3, "retryDelayMs": 200},
+        "heartbeat": {"intervalMs": 300, "staleThresholdMs": 1500, "recoveryEnabled": True},
+    }
+}
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    if redis_answers(url):
+        yield url
+        return
+    with EmbeddedRedis() as private_url:
+        yield private_url
+
+
+@pytest.fixture
+def namespace():
+    return f"st-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def rclient(redis_url, namespace):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    d = tmp_path / "config"
+    d.mkdir()
+    (d / "shared.json").write_text(json.dumps(FAST_SHARED))
+    return d
+
+
+@pytest.fixture
+def sentinel_env(monkeypatch, redis_url, namespace, config_dir, rclient):
+    """Environment shared by this test process and the workers it starts."""
+    env = {"REDIS_URL": redis_url, "SENTINEL_NAMESPACE": namespace, "SENTINEL_BROKER_PREFIX": namespace,
+           "SENTINEL_CONFIG_DIR": str(config_dir)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("WORKER_ID", raising=False)
+    cfg = load_config()
+    set_config(cfg)
+    return env
+
+
+@pytest.fixture
+def celery_client(sentinel_env):
+    app = create_app("sentinel_celery")
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def workers(sentinel_env, tmp_path, rclient, namespace):
+    """Start real worker processes: ``workers.start("w1", queues=["build"], concurrency=1)``."""
+    started = []
+
+    class Workers:
+        def start(self, worker_id, *, env=None, wait=True, include=("tests.jobs",), **options):
+            w = start_worker(worker_id, env={**sentinel_env, **(env or {})}, log_dir=tmp_path,
+                             include=include, **options)
+            started.append(w)
+            if wait:
+                self.wait_ready(w)
+            return w
+
+        def wait_ready(self, w, timeout=45):
+            def ready():
+                if not w.alive():
+                    raise RuntimeError(f"worker {w.worker_id} exited early:\n{w.log()[-3000:]}")
+                return rclient.zscore(f"{namespace}workers", w.worker_id) is not None and \
+                    "ready." in w.log()
+            wait_for(ready, timeout, message=f"worker {w.worker_id} to be ready")
+
+    yield Workers()
+    for w in started:
+        w.stop(timeout=15)
+
+
+def dump_logs(workers_started):
+    return "\n".join(f"--- {w.worker_id} ---\n{w.log()[-2000:]}" for w in workers_started)

@@ -1,0 +1,1 @@
+"""The built-in job tasks, one module per queue: build, test, deploy."""
