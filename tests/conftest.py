@@ -48,10 +48,16 @@ def rclient(redis_url, namespace):
 
 
 @pytest.fixture
-def config_dir(tmp_path):
+def shared_config():
+    """The shared.json of a test's cluster; override this fixture in a test module to change it."""
+    return FAST_SHARED
+
+
+@pytest.fixture
+def config_dir(tmp_path, shared_config):
     d = tmp_path / "config"
     d.mkdir()
-    (d / "shared.json").write_text(json.dumps(FAST_SHARED))
+    (d / "shared.json").write_text(json.dumps(shared_config))
     return d
 
 
