@@ -169,7 +169,8 @@ ENVIRONMENT = {
     "SENTINEL_BROKER_PREFIX": ("shared", "redis.brokerKeyPrefix", str),
 }
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${VAR} (required) or ${VAR:-default} (optional, as in the shell)
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _defaults(schema: Mapping) -> dict:
@@ -246,7 +247,9 @@ def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: st
 def _substitute(value: Any, source: str, environ: Mapping[str, str], errors: list[str]) -> Any:
     if isinstance(value, str):
         def repl(m):
-            name = m.group(1)
+            name, default = m.group(1), m.group(2)
+            if name not in environ and default is not None:
+                return default
             if name not in environ:
                 errors.append(f"{source}: environment variable '{name}' is not set (used as ${{{name}}})")
                 return ""

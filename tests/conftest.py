@@ -15,6 +15,8 @@ from sentinel_celery.embedded import EmbeddedRedis, redis_answers
 from sentinel_celery.plugin import create_app
 from sentinel_celery.processes import start_worker, wait_for
 
+import tests.jobs  # noqa: F401  (the client must know the test tasks' types to route them)
+
 FAST_SHARED = {
     "distributed": {
         "locking": {"ttlSeconds": 30, "retryAttempts": 3, "retryDelayMs": 200},

@@ -12,6 +12,7 @@ from . import checks, comments, commits, contents, gitdata, issues, labels, meta
 
 def build_router() -> Router:
     router = Router()
-    for module in (meta, repos, issues, comments, labels, contents, gitdata, commits, checks):
+    # checks before commits: commits ends with a catch-all GET /commits/{ref:path}
+    for module in (meta, repos, issues, comments, labels, contents, gitdata, checks, commits):
         router.include(module.router)
     return router

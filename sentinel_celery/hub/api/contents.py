@@ -57,6 +57,11 @@ def _check_sha(path: str, current: TreeEntry | None, given: Any, *, required: bo
         raise HubError(409, f"{path} does not match {given}")
 
 
+@router.route("GET", "/repos/{owner}/{repo}/contents")
+def get_root_contents(ctx: RequestContext, owner: str, repo: str) -> Response:
+    return get_contents(ctx, owner, repo, "")
+
+
 @router.route("GET", "/repos/{owner}/{repo}/contents/{path:path}")
 def get_contents(ctx: RequestContext, owner: str, repo: str, path: str) -> Response:
     repo_row = ctx.repo(owner, repo)

@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from ..context import RequestContext
-from ..errors import HubError, missing_field, not_found, unprocessable
+from ..errors import missing_field, not_found, unprocessable
 from ..git import MODES, SHA_RE, GitRepo, TreeEntry, normalise_mode
 from ..routing import Response, Router
 from .. import shapes
@@ -91,9 +91,8 @@ def create_tree(ctx: RequestContext, owner: str, repo: str) -> Response:
             object_sha: str | None = git.put("blob", str(item["content"]).encode("utf-8"))
         else:
             object_sha = item.get("sha")
-            if object_sha is not None and (kind == "commit" or git.typed(str(object_sha), kind) is None):
-                if kind != "commit":
-                    raise unprocessable(f"tree.sha {object_sha} is not a valid {kind}")
+            if object_sha is not None and kind != "commit" and git.typed(str(object_sha), kind) is None:
+                raise unprocessable(f"tree.sha {object_sha} is not a valid {kind}")
         new = TreeEntry(mode, "", str(object_sha)) if object_sha is not None else None
         sha = git.with_path(sha, item["path"], new)
     if sha is None:
@@ -247,5 +246,3 @@ def delete_ref(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response
         raise unprocessable("Reference does not exist")
     return Response(204)
 
-
-__all__ = ["router", "HubError"]

@@ -1,0 +1,115 @@
+"""The hub's own admin API under ``/_hub`` (not part of GitHub's).
+
+Owns the endpoints tests, benchmarks and the demo use to steer and observe the
+hub: the request log, fault injection, rate-limit counters, repositories and
+the list of token labels. All but ``GET /_hub/health`` need an admin token.
+Admin requests are never faulted, rate limited or logged.
+
+=========================  ====================================================
+``GET /_hub/health``       ``{"ok": true}``, no token needed
+``GET /_hub/requests``     the log; filters ``since`` (sequence number),
+                           ``since_time`` (ISO time), ``method``,
+                           ``path_prefix``, ``status``, ``token`` (label)
+``DELETE /_hub/requests``  clear the log
+``GET /_hub/faults``       current fault settings
+``POST /_hub/faults``      change some settings (JSON, see ``faults.py``)
+``DELETE /_hub/faults``    clear all faults
+``GET /_hub/rate-limits``  each token label's primary quota
+``DELETE /_hub/rate-limits``  reset all counters
+``POST /_hub/repos``       ``{"full_name": "o/r"}``: create a repository
+``GET /_hub/tokens``       token labels, kinds and access (never the tokens)
+=========================  ====================================================
+"""
+
+from __future__ import annotations
+
+from .context import RequestContext
+from .errors import HubError, missing_field
+from .routing import Response, Router
+from .store import parse_iso
+
+router = Router()
+
+
+@router.route("GET", "/_hub/health")
+def health(ctx: RequestContext) -> Response:
+    return Response(200, {"ok": True, "repos": [row["full_name"] for row in ctx.store.repos()]})
+
+
+@router.route("GET", "/_hub/requests")
+def list_requests(ctx: RequestContext) -> Response:
+    since_time = ctx.arg("since_time")
+    status = ctx.arg("status")
+    try:
+        entries = ctx.hub.log.entries(
+            since=ctx.int_arg("since", 0) or None,
+            since_time=parse_iso(since_time).timestamp() if since_time else None,
+            method=ctx.arg("method"),
+            path_prefix=ctx.arg("path_prefix"),
+            status=int(status) if status else None,
+            token=ctx.arg("token"),
+        )
+    except ValueError as exc:
+        raise HubError(400, f"Invalid filter: {exc}") from None
+    return Response(200, {"requests": [e.as_json() for e in entries], "last_seq": ctx.hub.log.last_seq})
+
+
+@router.route("DELETE", "/_hub/requests")
+def clear_requests(ctx: RequestContext) -> Response:
+    ctx.hub.log.clear()
+    return Response(204)
+
+
+@router.route("GET", "/_hub/faults")
+def get_faults(ctx: RequestContext) -> Response:
+    return Response(200, ctx.hub.faults.snapshot())
+
+
+@router.route("POST", "/_hub/faults")
+@router.route("PATCH", "/_hub/faults")
+def set_faults(ctx: RequestContext) -> Response:
+    try:
+        ctx.hub.faults.configure(**ctx.json_object())
+    except (TypeError, ValueError) as exc:
+        raise HubError(422, f"Invalid faults: {exc}") from None
+    return Response(200, ctx.hub.faults.snapshot())
+
+
+@router.route("DELETE", "/_hub/faults")
+def clear_faults(ctx: RequestContext) -> Response:
+    ctx.hub.faults.clear()
+    return Response(200, ctx.hub.faults.snapshot())
+
+
+@router.route("GET", "/_hub/rate-limits")
+def rate_limits(ctx: RequestContext) -> Response:
+    return Response(200, {p.label: ctx.hub.quota_for(p).as_json() for p in ctx.hub.tokens.principals()})
+
+
+@router.route("DELETE", "/_hub/rate-limits")
+def reset_rate_limits(ctx: RequestContext) -> Response:
+    ctx.hub.limiter.reset()
+    return Response(204)
+
+
+@router.route("POST", "/_hub/repos")
+def create_repo(ctx: RequestContext) -> Response:
+    full_name = ctx.json_object().get("full_name")
+    if not isinstance(full_name, str):
+        raise missing_field("Repository", "full_name")
+    try:
+        row = ctx.hub.create_repo(full_name)
+    except ValueError as exc:
+        raise HubError(422, str(exc)) from None
+    return Response(201, {"id": row["id"], "full_name": row["full_name"], "html_url": f"{ctx.urls.web}/{row['full_name']}"})
+
+
+@router.route("GET", "/_hub/tokens")
+def list_tokens(ctx: RequestContext) -> Response:
+    return Response(
+        200,
+        [
+            {"label": p.label, "login": p.spec.user_login, "kind": p.spec.kind, "access": p.spec.access, "repos": p.spec.repos}
+            for p in ctx.hub.tokens.principals()
+        ],
+    )

@@ -1,0 +1,279 @@
+"""The :class:`Hub`: one running GitHub-compatible API, its state and its knobs.
+
+Owns the composition (store, tokens, rate limiter, faults, request log,
+pipeline, HTTP server), the server thread's life cycle, and the Python API
+that tests, ``sentinel demo`` and the ``sentinel hub`` command use::
+
+    with Hub(repos=["acme/app"]) as hub:
+        gh = hub.client()                      # a PyGithub client for hub.token
+        gh.get_repo(hub.repo).create_issue("hello")
+        hub.set_faults(fail_next=1)
+        hub.requests(method="POST")           # what clients sent
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .auth import Principal, TokenRegistry, TokenSpec, generate_token, load_tokens_file
+from .faults import Faults
+from .pipeline import Pipeline
+from .ratelimit import Limits, Quota, RateLimiter
+from .requestlog import LoggedRequest, RequestLog
+from .server import HubHTTPServer, is_loopback
+from .store import Store
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from github import Github
+
+DEFAULT_REPO = "acme/app"
+TokenArg = "str | TokenSpec | dict[str, Any]"
+
+
+class Hub:
+    """A GitHub-compatible REST API on a loopback port.
+
+    :param db: SQLite path, or ``":memory:"`` (the default).
+    :param repos: repositories to create if missing (``"owner/name"``). With none
+        given and an empty database, ``acme/app`` is created.
+    :param tokens: tokens to accept: a string is a full-access (admin) token of
+        the first repository's owner; a :class:`TokenSpec` or tokens-file style
+        dict gives kind, access and repositories. With none here nor in
+        ``tokens_file``, one admin token is generated (``generated_token``).
+    :param tokens_file: a JSON tokens file (see :mod:`sentinel_celery.hub.auth`).
+    :param host: a loopback address; anything else is refused.
+    :param port: 0 picks a free port.
+    :param limits: rate limits (:class:`Limits`), or keyword overrides as a dict.
+    :param faults: initial fault settings (keywords of :meth:`Faults.configure`).
+    :param seed: seed for the random failure draw.
+    """
+
+    def __init__(
+        self,
+        db: str = ":memory:",
+        repos: Iterable[str] | None = None,
+        tokens: Iterable[Any] | None = None,
+        *,
+        tokens_file: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: Limits | dict[str, Any] | None = None,
+        faults: dict[str, Any] | None = None,
+        seed: int | None = None,
+        log_size: int = 100_000,
+    ) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"sentinel hub binds loopback addresses only, not {host!r}")
+        self.host = host
+        self._port = port
+        self.store = Store(db)
+        self.limiter = RateLimiter(limits if isinstance(limits, Limits) else Limits(**(limits or {})))
+        self.faults = Faults(seed=seed)
+        if faults:
+            self.faults.configure(**faults)
+        self.log = RequestLog(log_size)
+        self.tokens = TokenRegistry()
+
+        for full_name in list(repos or []):
+            self.store.create_repo(full_name)
+        if not self.store.repos():
+            self.store.create_repo(DEFAULT_REPO)
+        first = self.store.repos()[0] if not repos else self.store.repo(*list(repos)[0].split("/", 1))
+        assert first is not None
+        self.repo: str = first["full_name"]
+        self.owner: str = self.repo.split("/", 1)[0]
+
+        self.token: str | None = None
+        self.generated_token: str | None = None
+        for item in tokens or []:
+            self._add_spec(self._spec(item))
+        if tokens_file:
+            for spec in load_tokens_file(tokens_file, default_login=self.owner):
+                self._add_spec(spec)
+        if self.token is None:
+            admin = next((p.spec.token for p in self.tokens.principals() if p.spec.is_admin), None)
+            if admin is None:
+                admin = self.generated_token = generate_token()
+                self._add_spec(TokenSpec(token=admin, login=self.owner, label="owner", access="admin"))
+            self.token = admin
+
+        self.pipeline = Pipeline(self)
+        self._server: HubHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # tokens --------------------------------------------------------------
+    def _spec(self, item: Any) -> TokenSpec:
+        if isinstance(item, TokenSpec):
+            return item
+        if isinstance(item, dict):
+            return TokenSpec.from_dict(item, default_login=self.owner, index=len(list(self.tokens.principals())))
+        label = "owner" if self.token is None else f"owner-{len(list(self.tokens.principals()))}"
+        return TokenSpec(token=str(item), login=self.owner, label=label, access="admin")
+
+    def _add_spec(self, spec: TokenSpec) -> Principal:
+        user_id = self.store.ensure_user(spec.user_login, "Bot" if spec.is_app else "User")
+        if not spec.is_app:
+            for row in self.store.repos():
+                if spec.sees_repo(row["full_name"]) and self.store.permission(row["id"], user_id) is None:
+                    self.store.add_collaborator(row["id"], user_id, "admin" if spec.is_admin else "push" if spec.can_write else "pull")
+        principal = Principal(spec, user_id)
+        self.tokens.add(principal)
+        if self.token is None and spec.is_admin:
+            self.token = spec.token
+        return principal
+
+    def add_token(
+        self,
+        token: str | None = None,
+        *,
+        login: str | None = None,
+        kind: str = "user",
+        access: str = "write",
+        label: str | None = None,
+        repos: Iterable[str] | None = None,
+        app_slug: str = "sentinel",
+        app_id: int = 1,
+        installation_id: int = 1,
+    ) -> str:
+        """Accept one more token and return it (generated when not given).
+
+        A user token's login becomes a collaborator of the repositories it can
+        see (``pull`` for read access, ``push`` for write, ``admin``).
+        """
+        value = token or generate_token("app" if kind == "app" else "user")
+        login = login or self.owner
+        spec = TokenSpec(
+            token=value,
+            login=login,
+            label=label or f"{kind}-{login}-{access}-{len(list(self.tokens.principals()))}",
+            kind=kind,  # type: ignore[arg-type]
+            access=access,  # type: ignore[arg-type]
+            repos=tuple(repos) if repos is not None else None,
+            app_slug=app_slug,
+            app_id=app_id,
+            installation_id=installation_id,
+        )
+        self._add_spec(spec)
+        return value
+
+    def quota_for(self, principal: Principal) -> Quota:
+        exhausted, until = self.faults.rate_limit_exhausted()
+        if exhausted:
+            return self.limiter.exhausted(principal.label, until)
+        return self.limiter.quota(principal.label)
+
+    # state ---------------------------------------------------------------
+    def create_repo(self, full_name: str) -> "sqlite3.Row":
+        row = self.store.create_repo(full_name)
+        for principal in self.tokens.principals():
+            spec = principal.spec
+            if not spec.is_app and spec.sees_repo(row["full_name"]) and self.store.permission(row["id"], principal.user_id) is None:
+                permission = "admin" if spec.is_admin else "push" if spec.can_write else "pull"
+                self.store.add_collaborator(row["id"], principal.user_id, permission)
+        return row
+
+    def add_collaborator(self, login: str, permission: str = "push", repo: str | None = None) -> None:
+        """Make ``login`` (created if unknown) a collaborator, so issues can be assigned to them."""
+        owner, name = (repo or self.repo).split("/", 1)
+        row = self.store.repo(owner, name)
+        if row is None:
+            raise ValueError(f"no repository {repo!r}")
+        self.store.add_collaborator(row["id"], self.store.ensure_user(login), permission)
+
+    # faults and observation ---------------------------------------------
+    def set_faults(self, **settings: Any) -> dict[str, Any]:
+        """Change fault settings (see :class:`~sentinel_celery.hub.faults.Faults`); returns them all."""
+        self.faults.configure(**settings)
+        return self.faults.snapshot()
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def requests(self, **filters: Any) -> list[LoggedRequest]:
+        """The request log, filtered like ``GET /_hub/requests`` (``since``, ``method``, ``path_prefix``, ...)."""
+        return self.log.entries(**filters)
+
+    def clear_requests(self) -> None:
+        self.log.clear()
+
+    def reset_rate_limits(self) -> None:
+        self.limiter.reset()
+
+    # life cycle ----------------------------------------------------------
+    def _bind(self) -> HubHTTPServer:
+        if self._server is None:
+            self._server = HubHTTPServer(self.host, self._port, self.pipeline)
+            self._port = self._server.server_address[1]
+        return self._server
+
+    def start(self) -> "Hub":
+        """Serve in a background thread; returns self."""
+        server = self._bind()
+        if self._thread is None:
+            self._thread = threading.Thread(target=server.serve_forever, name="sentinel-hub", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted (the CLI)."""
+        try:
+            self._bind().serve_forever()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            if self._thread is not None:
+                server.shutdown()
+                self._thread.join(timeout=5)
+                self._thread = None
+            server.close_connections()
+            server.server_close()
+        self.store.close()
+
+    def __enter__(self) -> "Hub":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # addresses -----------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._server is None and self._port == 0:
+            raise RuntimeError("the hub has no port until start()")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API root, ``http://127.0.0.1:PORT`` (give this to ``Github(base_url=...)``)."""
+        return f"http://{self.address}"
+
+    @property
+    def api_v3_url(self) -> str:
+        """The same API under GitHub Enterprise's prefix, ``http://127.0.0.1:PORT/api/v3``."""
+        return f"{self.base_url}/api/v3"
+
+    @property
+    def web_url(self) -> str:
+        return self.base_url
+
+    def client(self, token: str | None = None, *, api_v3: bool = False, **kwargs: Any) -> "Github":
+        """A PyGithub client for this hub (no client-side throttling; no retries unless ``retry=`` is given)."""
+        from github import Auth, Github
+
+        kwargs.setdefault("retry", None)
+        kwargs.setdefault("seconds_between_requests", None)
+        kwargs.setdefault("seconds_between_writes", None)
+        kwargs.setdefault("timeout", 15)
+        base_url = self.api_v3_url if api_v3 else self.base_url
+        return Github(base_url=base_url, auth=Auth.Token(token or self.token or ""), **kwargs)
