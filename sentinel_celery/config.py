@@ -85,6 +85,8 @@ SCHEMA: dict[str, Any] = {
         },
         "coordination": {
             "pattern": _opt(str, "peer_to_peer", COORDINATION_PATTERNS),
+            "dispatchIntervalMs": _opt(int, 250),
+            "assignmentTtlSeconds": _opt(int, 24 * 3600),
         },
         "autoscale": {
             "enabled": _opt(bool, False),
@@ -98,6 +100,16 @@ SCHEMA: dict[str, Any] = {
             "scaleDownQueued": _opt(int, 10),
             "step": _opt(int, 2),
             "cooldownSeconds": _opt(int, 60),
+            "intervalMs": _opt(int, 10000),
+            "drainTimeoutSeconds": _opt(int, 3600),
+            "local": {
+                "app": _opt(str, "sentinel_celery"),
+                "concurrency": _opt(int, 2),
+                "queues": _opt(list, []),
+                "include": _opt(list, []),
+                "logDir": _opt(str, ""),
+                "idPrefix": _opt(str, "auto"),
+            },
         },
     },
     "redis": {

@@ -321,6 +321,7 @@ class LeaseKeeper:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._wake_at = 0.0  # when the keeper thread will next look, so keep() rarely needs to wake it
 
     def _after_fork(self) -> None:
         if self._pid != os.getpid():  # forked: the parent's thread and leases are not ours
@@ -339,7 +340,8 @@ class LeaseKeeper:
         with self._cond:
             self._ensure_thread()
             self._leases[id(lease)] = lease
-            self._cond.notify()
+            if self._due(lease) < self._wake_at:
+                self._cond.notify()
 
     def forget(self, lease: Lease) -> None:
         with self._cond:
@@ -355,7 +357,9 @@ class LeaseKeeper:
                 due = [l for l in self._leases.values() if self._due(l) <= now]
                 if not due:
                     nxt = min((self._due(l) for l in self._leases.values()), default=now + 5)
+                    self._wake_at = nxt
                     self._cond.wait(timeout=max(nxt - now, 0.01))
+                    self._wake_at = 0.0
                     continue
             for lease in due:
                 try:

@@ -26,6 +26,7 @@ from . import __version__
 from .connection import server_time_ms
 
 ONLINE, STALE, OFFLINE, STOPPING = "online", "stale", "offline", "stopping"
+DRAINING = "draining"  # set by drain.py: consumes nothing new, finishing what it holds
 
 
 class WorkerIdInUse(RuntimeError):
@@ -215,8 +216,8 @@ class RedisRegistry:
         state = data.get("state", ONLINE)
         if score is None or state == OFFLINE:
             status = OFFLINE
-        elif state == STOPPING:
-            status = STOPPING
+        elif state in (STOPPING, DRAINING):
+            status = state
         elif age > self.stale_ms or state == STALE:
             status = STALE
         else:

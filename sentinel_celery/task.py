@@ -39,8 +39,11 @@ class SentinelTask(Task):
     def lease_name(self, args: tuple, kwargs: dict) -> str:
         if self.lock_key is True:
             return self.name
+        signature = self.__dict__.get("_lease_signature")
+        if signature is None:
+            signature = self._lease_signature = inspect.signature(self.run)
         try:
-            bound = inspect.signature(self.run).bind(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {self.name}: cannot bind arguments for lock_key: {exc}") from None
         bound.apply_defaults()

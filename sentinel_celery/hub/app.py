@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from github import Github
 
 DEFAULT_REPO = "acme/app"
-TokenArg = "str | TokenSpec | dict[str, Any]"
 
 
 class Hub:
@@ -203,7 +202,8 @@ class Hub:
         self.limiter.reset()
 
     # life cycle ----------------------------------------------------------
-    def _bind(self) -> HubHTTPServer:
+    def bind(self) -> HubHTTPServer:
+        """Open the listening socket (start() and serve_forever() call this)."""
         if self._server is None:
             self._server = HubHTTPServer(self.host, self._port, self.pipeline)
             self._port = self._server.server_address[1]
@@ -211,16 +211,16 @@ class Hub:
 
     def start(self) -> "Hub":
         """Serve in a background thread; returns self."""
-        server = self._bind()
+        server = self.bind()
         if self._thread is None:
-            self._thread = threading.Thread(target=server.serve_forever, name="sentinel-hub", daemon=True)
+            self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="sentinel-hub", daemon=True)
             self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (the CLI)."""
         try:
-            self._bind().serve_forever()
+            self.bind().serve_forever()
         finally:
             self.stop()
 

@@ -35,9 +35,12 @@ def is_loopback(host: str) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sentinel-hub"
-    sys_version = ""
     timeout = 120  # seconds an idle keep-alive connection is kept
+    disable_nagle_algorithm = True  # headers and body go out in two writes; avoid the delayed-ACK stall
     server: "HubHTTPServer"
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         super().setup()

@@ -11,6 +11,8 @@ from ..routing import Response, Router
 from .. import shapes
 from .issues import ensure_labels, get_issue, label_names, set_labels, touch
 
+# Label names may contain "/"; PyGithub does not always percent-encode it, so
+# the name is the rest of the path.
 router = Router()
 _COLOR = re.compile(r"^[0-9a-fA-F]{6}$")
 
@@ -55,13 +57,13 @@ def create_label(ctx: RequestContext, owner: str, repo: str) -> Response:
     return Response(201, body, {"Location": body["url"]})
 
 
-@router.route("GET", "/repos/{owner}/{repo}/labels/{name}")
+@router.route("GET", "/repos/{owner}/{repo}/labels/{name:path}")
 def get_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     return Response(200, shapes.label(ctx.urls, repo_row["full_name"], _get_label(ctx, repo_row["id"], name)))
 
 
-@router.route("PATCH", "/repos/{owner}/{repo}/labels/{name}")
+@router.route("PATCH", "/repos/{owner}/{repo}/labels/{name:path}")
 def update_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     row = _get_label(ctx, repo_row["id"], name)
@@ -81,7 +83,7 @@ def update_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Respo
     return Response(200, shapes.label(ctx.urls, repo_row["full_name"], row))
 
 
-@router.route("DELETE", "/repos/{owner}/{repo}/labels/{name}")
+@router.route("DELETE", "/repos/{owner}/{repo}/labels/{name:path}")
 def delete_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     row = _get_label(ctx, repo_row["id"], name)
@@ -131,7 +133,7 @@ def set_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) ->
     return Response(200, _issue_labels(ctx, repo_row, issue["id"]))
 
 
-@router.route("DELETE", "/repos/{owner}/{repo}/issues/{number:int}/labels/{name}")
+@router.route("DELETE", "/repos/{owner}/{repo}/issues/{number:int}/labels/{name:path}")
 def remove_issue_label(ctx: RequestContext, owner: str, repo: str, number: int, name: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
