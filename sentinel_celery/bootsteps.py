@@ -40,6 +40,8 @@ class WorkerRuntime:
     on_fenced: list[Callable[["WorkerRuntime"], None]] = []
     #: callables(runtime) run at deregistration
     on_stop: list[Callable[["WorkerRuntime"], None]] = []
+    #: callables(runtime) run after each accepted beat, in the heartbeat thread
+    on_beat: list[Callable[["WorkerRuntime"], None]] = []
 
     current: "WorkerRuntime | None" = None
 
@@ -55,6 +57,9 @@ class WorkerRuntime:
         self.stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats = 0
+        #: monotonic time just before sending the last beat Redis accepted: the registry cannot
+        #: have declared this incarnation dead before ``beat_sent_at + staleThresholdMs``
+        self.beat_sent_at = time.monotonic()
 
     def queues(self) -> list[str]:
         q = self.worker.app.amqp.queues
@@ -100,8 +105,16 @@ class WorkerRuntime:
             hook(self)
 
     def beat_once(self) -> bool:
+        sent_at = time.monotonic()
         ok = self.registry.beat(self.worker_id, self.instance, self.load())
         self.beats += 1
+        if ok:
+            self.beat_sent_at = sent_at
+            for hook in list(self.on_beat):
+                try:
+                    hook(self)
+                except Exception:
+                    logger.exception("sentinel: beat hook failed")
         if not ok and not self.stopped.is_set():
             logger.warning("sentinel: worker %s incarnation %s was declared dead; re-registering",
                            self.worker_id, self.incarnation)
@@ -203,6 +216,9 @@ def connect_worker_signals(app, cfg: Config) -> None:
         if instance is not None and instance.app is app and queues._consume_from is None:
             from .plugin import default_queues_for_worker
             queues.select(default_queues_for_worker(cfg, app))
+        if instance is not None and instance.app is app:
+            from .balancer import add_direct_queue
+            add_direct_queue(app, cfg)  # this worker's own queue, for balancing and assignment
 
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
     signals.celeryd_after_setup.connect(on_after_setup, weak=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import redis
 
@@ -113,25 +113,26 @@ class BrokerQueues:
         return self._move_one(waiting.key, self._key_for(destination, waiting.key), waiting.raw, home,
                               "oldest", at)
 
-    def move_all(self, source: str, destination: str, *, home: str | None = None,
-                 limit: int | None = None) -> list[Waiting]:
-        """Move up to ``limit`` waiting messages, newest first, to the head of ``destination``.
+    def move_all(self, source: str, destination: str | Callable[[dict], str], *,
+                 limit: int | None = None) -> list[tuple[Waiting, str]]:
+        """Move up to ``limit`` waiting messages of ``source``, newest first, to the head of their
+        destination (a queue name, or a function of the decoded message), which also becomes
+        their home. Returns (message as it was, destination) per moved message.
 
         Newest-first moves pushed at the head keep the moved messages in their order and put them
         before what is already waiting there: they were scheduled earlier and waited on a worker
-        that could not take them. ``home`` (default ``destination``) is where they will be
-        restored or retried to from now on.
+        that could not take them.
         """
-        moved: list[Waiting] = []
-        home = home or destination
+        moved: list[tuple[Waiting, str]] = []
         for _, src_key in self.lists(source):
-            dst_key = self._key_for(destination, src_key)
             while limit is None or len(moved) < limit:
                 raw = self.client.lindex(src_key, 0)
                 if raw is None:
                     break
-                if self._move_one(src_key, dst_key, raw, home, "newest", "head"):
-                    moved.append(Waiting(dst_key, raw, json.loads(raw)))
+                message = json.loads(raw)
+                dest = destination(message) if callable(destination) else destination
+                if self._move_one(src_key, self._key_for(dest, src_key), raw, dest, "newest", "head"):
+                    moved.append((Waiting(src_key, raw, message), dest))
                 # else a consumer took it meanwhile: read the end again
         return moved
 

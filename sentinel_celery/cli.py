@@ -220,7 +220,13 @@ def _register_subcommands() -> None:
     """Command groups owned by other modules; each is optional so one broken part cannot hide the rest."""
     from importlib import import_module
     for module, attr in (("sentinel_celery.hub.cli", "hub_command"),
-                         ("sentinel_celery.demo", "demo_command")):
+                         ("sentinel_celery.demo", "demo_command"),
+                         ("sentinel_celery.clustercli", "cluster"),
+                         ("sentinel_celery.opscli", "worker"),
+                         ("sentinel_celery.opscli", "logs_command"),
+                         ("sentinel_celery.opscli", "metrics_group"),
+                         ("sentinel_celery.opscli", "alerts_group"),
+                         ("sentinel_celery.flower", "flower_command")):
         try:
             command = getattr(import_module(module), attr)
         except ModuleNotFoundError as exc:

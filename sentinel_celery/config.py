@@ -141,6 +141,9 @@ SCHEMA: dict[str, Any] = {
         "metricsPort": _opt(int, 9808),
         "metricsHost": _opt(str, "127.0.0.1"),
         "logStreamMaxLen": _opt(int, 100000),
+        "logShipping": _opt(bool, True),
+        "logLevel": _opt(str, "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+        "taskEvents": _opt(bool, False),
         "alerts": {
             "utilizationWarning": _opt((int, float), 0.90),
             "healthyWorkersCritical": _opt((int, float), 0.75),
@@ -148,6 +151,7 @@ SCHEMA: dict[str, Any] = {
             "githubBudgetLow": _opt(int, 500),
             "outboxBacklogWarning": _opt(int, 1000),
             "webhookUrl": _opt(str, ""),
+            "intervalMs": _opt(int, 15000),
         },
     },
 }
@@ -172,6 +176,8 @@ ENVIRONMENT = {
     "SUPPORTED_TASK_TYPES": ("worker", "capacity.supportedTaskTypes",
                              lambda v: [t.strip() for t in v.split(",") if t.strip()]),
     "WORKER_REGION": ("worker", "metadata.region", str),
+    "WORKER_ROLE": ("worker", "metadata.role", str),      # "leader" under coordination.pattern hierarchical
+    "WORKER_GROUP": ("worker", "metadata.group", str),
     "GITHUB_OWNER": ("shared", "github.owner", str),
     "GITHUB_REPO": ("shared", "github.repo", str),
     "GITHUB_TOKEN": ("shared", "github.token", str),

@@ -40,7 +40,8 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     conf.task_queues = existing + [q for q in queues if q.name not in names] + (
         [] if default_queue in names or default_queue in cfg.task_types else [Queue(default_queue)])
 
-    router = TaskRouter(app, cfg)
+    from .balancer import Balancer
+    router = TaskRouter(app, cfg, placement=Balancer(app, cfg))
     routes = conf.task_routes
     if routes is None:
         conf.task_routes = (router,)
@@ -68,7 +69,15 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
 
     from .bootsteps import SentinelWorkerStep, connect_worker_signals
     app.steps["worker"].add(SentinelWorkerStep)
+    from .coordination import install_worker_duties
+    install_worker_duties()
     connect_worker_signals(app, cfg)
+    from .logs import connect_log_signals
+    from .taskstats import connect_task_stats
+    connect_task_stats()
+    connect_log_signals(cfg)
+    if cfg.get("monitoring.taskEvents"):  # Flower's task pages need task events (costs throughput)
+        conf.worker_send_task_events = True
     app.sentinel_installed = True
     return app
 

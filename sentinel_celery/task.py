@@ -53,9 +53,14 @@ class SentinelTask(Task):
             raise ValueError(f"task {self.name}: lock_key {self.lock_key!r} refers to {exc}, "
                              f"which is not an argument of the task") from None
 
-    def __call__(self, *args, **kwargs):
-        if not self.lock_key:
-            return super().__call__(*args, **kwargs)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Only leased tasks wrap the call: Celery's tracer calls ``run`` directly (its fast path)
+        # when a task class does not define ``__call__``.
+        if cls.lock_key and "__call__" not in cls.__dict__:
+            cls.__call__ = SentinelTask._call_with_lease
+
+    def _call_with_lease(self, *args, **kwargs):
         if self.lock_contention not in CONTENTION_POLICIES:
             raise ValueError(f"task {self.name}: lock_contention must be one of {', '.join(CONTENTION_POLICIES)}")
         cfg = get_config()
@@ -67,7 +72,7 @@ class SentinelTask(Task):
             return self._contended(exc, cfg)
         self.request.sentinel_lease = held
         try:
-            result = super().__call__(*args, **kwargs)
+            result = Task.__call__(self, *args, **kwargs)
         finally:
             released = held.release()
             self.request.sentinel_lease = None

@@ -101,7 +101,9 @@ def create_repo(ctx: RequestContext) -> Response:
         row = ctx.hub.create_repo(full_name)
     except ValueError as exc:
         raise HubError(422, str(exc)) from None
-    return Response(201, {"id": row["id"], "full_name": row["full_name"], "html_url": f"{ctx.urls.web}/{row['full_name']}"})
+    return Response(
+        201, {"id": row["id"], "full_name": row["full_name"], "html_url": f"{ctx.urls.web}/{row['full_name']}"}
+    )
 
 
 @router.route("GET", "/_hub/tokens")
@@ -109,7 +111,13 @@ def list_tokens(ctx: RequestContext) -> Response:
     return Response(
         200,
         [
-            {"label": p.label, "login": p.spec.user_login, "kind": p.spec.kind, "access": p.spec.access, "repos": p.spec.repos}
+            {
+                "label": p.label,
+                "login": p.spec.user_login,
+                "kind": p.spec.kind,
+                "access": p.spec.access,
+                "repos": p.spec.repos,
+            }
             for p in ctx.hub.tokens.principals()
         ],
     )

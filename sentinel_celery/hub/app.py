@@ -76,12 +76,11 @@ class Hub:
         self.log = RequestLog(log_size)
         self.tokens = TokenRegistry()
 
-        for full_name in list(repos or []):
-            self.store.create_repo(full_name)
+        wanted = list(repos or [])
+        created = [self.store.create_repo(full_name) for full_name in wanted]
         if not self.store.repos():
-            self.store.create_repo(DEFAULT_REPO)
-        first = self.store.repos()[0] if not repos else self.store.repo(*list(repos)[0].split("/", 1))
-        assert first is not None
+            created.append(self.store.create_repo(DEFAULT_REPO))
+        first = created[0] if created else self.store.repos()[0]
         self.repo: str = first["full_name"]
         self.owner: str = self.repo.split("/", 1)[0]
 
@@ -92,12 +91,11 @@ class Hub:
         if tokens_file:
             for spec in load_tokens_file(tokens_file, default_login=self.owner):
                 self._add_spec(spec)
-        if self.token is None:
-            admin = next((p.spec.token for p in self.tokens.principals() if p.spec.is_admin), None)
-            if admin is None:
-                admin = self.generated_token = generate_token()
-                self._add_spec(TokenSpec(token=admin, login=self.owner, label="owner", access="admin"))
-            self.token = admin
+        if self.token is None:  # no admin token given: make one, the CLI prints it
+            self.token = self.generated_token = generate_token()
+            self._add_spec(
+                TokenSpec(token=self.token, login=self.owner, label=self._free_label("owner"), access="admin")
+            )
 
         self.pipeline = Pipeline(self)
         self._server: HubHTTPServer | None = None
@@ -109,15 +107,23 @@ class Hub:
             return item
         if isinstance(item, dict):
             return TokenSpec.from_dict(item, default_login=self.owner, index=len(list(self.tokens.principals())))
-        label = "owner" if self.token is None else f"owner-{len(list(self.tokens.principals()))}"
-        return TokenSpec(token=str(item), login=self.owner, label=label, access="admin")
+        return TokenSpec(token=str(item), login=self.owner, label=self._free_label("owner"), access="admin")
+
+    def _free_label(self, base: str) -> str:
+        taken = {p.label for p in self.tokens.principals()}
+        return next(label for label in (base, *(f"{base}-{n}" for n in range(1, 10_000))) if label not in taken)
 
     def _add_spec(self, spec: TokenSpec) -> Principal:
+        # rate limits and the request log are keyed by label, so labels must be unique
+        if any(p.label == spec.label and p.spec.token != spec.token for p in self.tokens.principals()):
+            raise ValueError(f"two tokens with the label {spec.label!r}")
         user_id = self.store.ensure_user(spec.user_login, "Bot" if spec.is_app else "User")
         if not spec.is_app:
             for row in self.store.repos():
                 if spec.sees_repo(row["full_name"]) and self.store.permission(row["id"], user_id) is None:
-                    self.store.add_collaborator(row["id"], user_id, "admin" if spec.is_admin else "push" if spec.can_write else "pull")
+                    self.store.add_collaborator(
+                        row["id"], user_id, "admin" if spec.is_admin else "push" if spec.can_write else "pull"
+                    )
         principal = Principal(spec, user_id)
         self.tokens.add(principal)
         if self.token is None and spec.is_admin:
@@ -147,7 +153,7 @@ class Hub:
         spec = TokenSpec(
             token=value,
             login=login,
-            label=label or f"{kind}-{login}-{access}-{len(list(self.tokens.principals()))}",
+            label=label or self._free_label(f"{kind}-{login}-{access}"),
             kind=kind,  # type: ignore[arg-type]
             access=access,  # type: ignore[arg-type]
             repos=tuple(repos) if repos is not None else None,
@@ -169,7 +175,11 @@ class Hub:
         row = self.store.create_repo(full_name)
         for principal in self.tokens.principals():
             spec = principal.spec
-            if not spec.is_app and spec.sees_repo(row["full_name"]) and self.store.permission(row["id"], principal.user_id) is None:
+            if (
+                not spec.is_app
+                and spec.sees_repo(row["full_name"])
+                and self.store.permission(row["id"], principal.user_id) is None
+            ):
                 permission = "admin" if spec.is_admin else "push" if spec.can_write else "pull"
                 self.store.add_collaborator(row["id"], principal.user_id, permission)
         return row
@@ -213,7 +223,7 @@ class Hub:
         """Serve in a background thread; returns self."""
         server = self.bind()
         if self._thread is None:
-            self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="sentinel-hub", daemon=True)
+            self._thread = threading.Thread(target=server.serve_forever, args=(0.01,), name="sentinel-hub", daemon=True)
             self._thread.start()
         return self
 

@@ -119,7 +119,7 @@ def load_tokens_file(path: str | Path, *, default_login: str) -> list[TokenSpec]
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     entries = data.get("tokens") if isinstance(data, dict) else data
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of tokens or {{\"tokens\": [...]}}")
+        raise ValueError(f'{path}: expected a list of tokens or {{"tokens": [...]}}')
     return [TokenSpec.from_dict(entry, default_login=default_login, index=i) for i, entry in enumerate(entries)]
 
 

@@ -41,17 +41,27 @@ def _interrupt(signum: int, frame: object) -> None:
     envvar="SENTINEL_HUB_TOKENS_FILE",
     help="JSON file of tokens with login, kind (user|app), access (read|write|admin) and repos.",
 )
-@click.option("--rate-limit", default=5000, show_default=True, type=int, help="Primary limit: requests per token per window.")
+@click.option(
+    "--rate-limit", default=5000, show_default=True, type=int, help="Primary limit: requests per token per window."
+)
 @click.option("--rate-limit-window", default=3600.0, show_default=True, type=float, help="Primary window, seconds.")
-@click.option("--writes-per-minute", default=80, show_default=True, type=int, help="Secondary limit on POST/PATCH/PUT/DELETE.")
-@click.option("--writes-per-hour", default=500, show_default=True, type=int, help="Secondary limit on POST/PATCH/PUT/DELETE.")
+@click.option(
+    "--writes-per-minute", default=80, show_default=True, type=int, help="Secondary limit on POST/PATCH/PUT/DELETE."
+)
+@click.option(
+    "--writes-per-hour", default=500, show_default=True, type=int, help="Secondary limit on POST/PATCH/PUT/DELETE."
+)
 @click.option("--max-concurrency", default=100, show_default=True, type=int, help="Requests in flight per token.")
 @click.option("--secondary-status", default="403", show_default=True, type=click.Choice(["403", "429"]))
-@click.option("--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1), help="Share of requests answered 5xx.")
+@click.option(
+    "--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1), help="Share of requests answered 5xx."
+)
 @click.option("--fail-status", default=502, show_default=True, type=click.Choice(["500", "502", "503", "504"]))
 @click.option("--seed", type=int, default=None, help="Seed for --fail-rate draws.")
 @click.option("--latency-ms", default=0.0, show_default=True, type=float, help="Latency added to every API request.")
-@click.option("--outage-seconds", default=0.0, show_default=True, type=float, help="Answer 503 to everything for N seconds.")
+@click.option(
+    "--outage-seconds", default=0.0, show_default=True, type=float, help="Answer 503 to everything for N seconds."
+)
 @click.option("--exhaust-rate-limit", is_flag=True, help="Start with every token's primary rate limit used up.")
 @click.option("--quiet", is_flag=True, help="Print only the base URL (and a generated token).")
 def hub_command(
@@ -113,7 +123,7 @@ def hub_command(
     if not quiet:
         for row in hub.store.repos():
             click.echo(f"repo: {row['full_name']}  issues: {hub.base_url}/{row['full_name']}/issues")
-        active = {k: v for k, v in hub.faults.snapshot().items() if v not in (0, 0.0, False, None, 502, "before")}
+        active = {key: value for key, value in faults.items() if key != "fail_status" and value}
         if active:
             click.echo(f"faults: {json.dumps(active)}")
         click.echo("admin API: /_hub/requests, /_hub/faults (admin token); Ctrl-C stops")

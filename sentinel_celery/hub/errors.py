@@ -45,7 +45,9 @@ def not_found() -> HubError:
     return HubError(404, "Not Found")
 
 
-def invalid(resource: str, field: str, code: str = "invalid", value: Any = None, message: str | None = None) -> HubError:
+def invalid(
+    resource: str, field: str, code: str = "invalid", value: Any = None, message: str | None = None
+) -> HubError:
     """A 422 "Validation Failed" with one entry in ``errors``.
 
     ``code`` is one of GitHub's: missing, missing_field, invalid, already_exists, unprocessable, custom.

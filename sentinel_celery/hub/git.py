@@ -144,7 +144,9 @@ class GitRepo:
         body = self.typed(sha, "commit")
         return None if body is None else decode_commit(sha, body)
 
-    def make_commit(self, tree: str, parents: list[str], message: str, author: Signature, committer: Signature | None = None) -> str:
+    def make_commit(
+        self, tree: str, parents: list[str], message: str, author: Signature, committer: Signature | None = None
+    ) -> str:
         return self.put("commit", encode_commit(tree, parents, author, committer or author, message))
 
     # refs ----------------------------------------------------------------

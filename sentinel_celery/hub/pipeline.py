@@ -37,7 +37,8 @@ from .auth import Principal
 from .context import WRITE_METHODS, RequestContext, Urls
 from .errors import RATE_LIMIT_DOCS_URL, HubError
 from .ratelimit import Quota
-from .routing import JSON_TYPE, Response
+from .routing import Response
+from .server import is_loopback
 
 if TYPE_CHECKING:
     from .app import Hub
@@ -49,10 +50,33 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 
 
 @dataclass
+class _Call:
+    """One API request's progress through the pipeline."""
+
+    method: str
+    path: str
+    rid: str
+    principal: Principal | None = None
+    token_label: str | None = None  # for the log: None without a token, "invalid" for an unknown one
+    quota: Quota | None = None
+    entered: bool = False  # counted in the concurrency limit, to be released
+    counted: bool = False  # counted in the primary limit, refundable on 304
+    failure: tuple[int, str] | None = None
+
+
+@dataclass
 class HttpResult:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+
+
+def _is_loopback_host(header: str) -> bool:
+    """Whether a ``Host`` header names this machine (``127.0.0.1:8765``, ``localhost``, ``[::1]:8765``)."""
+    if not _HOST.match(header):
+        return False
+    name = header[1 : header.index("]")] if header.startswith("[") else header.rsplit(":", 1)[0]
+    return is_loopback(name)
 
 
 def request_id() -> str:
@@ -92,8 +116,8 @@ class Pipeline:
         if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
             prefix, path = API_PREFIX, path[len(API_PREFIX) :] or "/"
         host = headers.get("host", "")
-        if not _HOST.match(host):
-            host = self.hub.address
+        if not _is_loopback_host(host):
+            host = self.hub.address  # bodies only ever point back at this loopback server
         urls = Urls(api=f"http://{host}{prefix}", web=f"http://{host}")
         route_method = "GET" if method == "HEAD" else method
 
@@ -131,63 +155,78 @@ class Pipeline:
         urls: Urls,
         started: float,
     ) -> HttpResult:
-        hub = self.hub
-        rid = request_id()
-        principal: Principal | None = None
-        quota: Quota | None = None
-        entered = counted = False
-        token_label: str | None = None
+        call = _Call(method=method, path=path, rid=request_id())
         try:
             try:
-                if hub.faults.in_outage():
-                    raise HubError(503, "Service Unavailable")
-                if headers.get("authorization"):
-                    token_label = "invalid"
-                principal = hub.tokens.authenticate(headers.get("authorization"))
-                token_label = principal.label
-                key = principal.label
-                if not hub.limiter.enter(key):
-                    raise self._secondary(rid, retry_after=1)
-                entered = True
-                latency = hub.faults.latency()
-                if latency:
-                    time.sleep(latency)
-                failure = hub.faults.draw_failure(method, path)
-                if failure and failure[1] == "before":
-                    raise HubError(failure[0], "Server Error")
-                if path.rstrip("/") != "/rate_limit":
-                    if hub.faults.rate_limit_exhausted()[0]:
-                        raise self._primary(principal, rid)
-                    allowed, quota = hub.limiter.consume(key)
-                    if not allowed:
-                        raise self._primary(principal, rid)
-                    counted = True
-                if method in WRITE_METHODS:
-                    wait = hub.limiter.admit_write(key)
-                    if wait is not None:
-                        raise self._secondary(rid, retry_after=wait)
-                resolved = self.api.resolve(method, path)
-                if resolved is None:
-                    raise HubError(404, "Not Found")
-                route, params = resolved
-                ctx = RequestContext(
-                    hub=hub, method=method, path=path, query=query, headers=headers, body=body, principal=principal, urls=urls
-                )
-                with hub.store.tx():
-                    response = route.handler(ctx, **params)
-                if failure and failure[1] == "after":
-                    raise HubError(failure[0], "Server Error")
+                self._admit(call, headers)
+                response = self._dispatch(call, query, headers, body, urls)
             except HubError as exc:
                 response = Response(exc.status, exc.body(), dict(exc.headers))
             except Exception:
                 log.exception("sentinel hub: unhandled error for %s %s", method, path)
                 response = Response(500, {"message": "Server Error", "status": "500"})
-            result = self._finish(response, method, headers, principal, quota, counted, rid)
+            result = self._finish(response, call, headers)
         finally:
-            if entered and principal is not None:
-                hub.limiter.leave(principal.label)
-        hub.log.record(method=method, path=path, query=raw_query, status=result.status, token=token_label, started=started)
+            if call.entered and call.principal is not None:
+                self.hub.limiter.leave(call.principal.label)
+        self.hub.log.record(
+            method=method, path=path, query=raw_query, status=result.status, token=call.token_label, started=started
+        )
         return result
+
+    def _admit(self, call: "_Call", headers: dict[str, str]) -> None:
+        """Steps 1-7: everything that may turn a request away before its handler runs."""
+        hub = self.hub
+        if hub.faults.in_outage():
+            raise HubError(503, "Service Unavailable")
+        if headers.get("authorization"):
+            call.token_label = "invalid"
+        principal = call.principal = hub.tokens.authenticate(headers.get("authorization"))
+        call.token_label = key = principal.label
+        if not hub.limiter.enter(key):
+            raise self._secondary(call.rid, retry_after=1)
+        call.entered = True
+        latency = hub.faults.latency()
+        if latency:
+            time.sleep(latency)
+        call.failure = hub.faults.draw_failure(call.method, call.path)
+        if call.failure and call.failure[1] == "before":
+            raise HubError(call.failure[0], "Server Error")
+        if call.path.rstrip("/") != "/rate_limit":
+            if hub.faults.rate_limit_exhausted()[0]:
+                raise self._primary(principal, call.rid)
+            allowed, call.quota = hub.limiter.consume(key)
+            if not allowed:
+                raise self._primary(principal, call.rid)
+            call.counted = True
+        if call.method in WRITE_METHODS:
+            wait = hub.limiter.admit_write(key)
+            if wait is not None:
+                raise self._secondary(call.rid, retry_after=wait)
+
+    def _dispatch(
+        self, call: "_Call", query: dict[str, list[str]], headers: dict[str, str], body: bytes, urls: Urls
+    ) -> Response:
+        """Steps 8-9: route, run the handler in one transaction, maybe fail afterwards."""
+        resolved = self.api.resolve(call.method, call.path)
+        if resolved is None:
+            raise HubError(404, "Not Found")
+        route, params = resolved
+        ctx = RequestContext(
+            hub=self.hub,
+            method=call.method,
+            path=call.path,
+            query=query,
+            headers=headers,
+            body=body,
+            principal=call.principal,
+            urls=urls,
+        )
+        with self.hub.store.tx():
+            response = route.handler(ctx, **params)
+        if call.failure and call.failure[1] == "after":
+            raise HubError(call.failure[0], "Server Error")
+        return response
 
     def _primary(self, principal: Principal, rid: str) -> HubError:
         who = (
@@ -214,23 +253,17 @@ class Pipeline:
             headers={"retry-after": str(retry_after)},
         )
 
-    def _finish(
-        self,
-        response: Response,
-        method: str,
-        headers: dict[str, str],
-        principal: Principal | None,
-        quota: Quota | None,
-        counted: bool,
-        rid: str,
-    ) -> HttpResult:
+    def _finish(self, response: Response, call: "_Call", headers: dict[str, str]) -> HttpResult:
+        """Step 10 and the headers every API answer carries."""
         hub = self.hub
         payload = self._encode(response)
         out = dict(response.headers)
-        out["X-GitHub-Request-Id"] = rid
+        out["X-GitHub-Request-Id"] = call.rid
         out["X-GitHub-Media-Type"] = "github.v3; format=json"
         out["X-GitHub-Api-Version-Selected"] = "2022-11-28"
+        principal = call.principal
         if principal is not None:
+            quota = call.quota
             if quota is None or hub.faults.rate_limit_exhausted()[0]:
                 quota = hub.quota_for(principal)
             out.update(quota.headers())
@@ -238,13 +271,13 @@ class Pipeline:
                 out["X-OAuth-Scopes"] = "repo" if principal.spec.can_write else ""
                 out["X-Accepted-OAuth-Scopes"] = "repo"
         status = response.status
-        if method == "GET" and status == 200:
+        if call.method == "GET" and status == 200:
             etag = _etag(payload)
             out["ETag"] = etag
             out["Cache-Control"] = "private, max-age=60, s-maxage=60"
             out["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
             if _etag_matches(headers.get("if-none-match"), etag):
-                if principal is not None and counted:
+                if principal is not None and call.counted:
                     out.update(hub.limiter.refund(principal.label).headers())
                 return HttpResult(304, list(out.items()), b"")
         if status in (204, 304):
@@ -279,7 +312,14 @@ class Pipeline:
                 if not principal.spec.is_admin:
                     raise HubError(403, "The hub admin API needs an admin token")
             ctx = RequestContext(
-                hub=self.hub, method=method, path=path, query=query, headers=headers, body=body, principal=principal, urls=urls
+                hub=self.hub,
+                method=method,
+                path=path,
+                query=query,
+                headers=headers,
+                body=body,
+                principal=principal,
+                urls=urls,
             )
             response = route.handler(ctx, **params)
         except HubError as exc:

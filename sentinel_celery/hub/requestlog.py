@@ -44,7 +44,9 @@ class RequestLog:
         self._entries: deque[LoggedRequest] = deque(maxlen=maxlen)
         self._seq = 0
 
-    def record(self, *, method: str, path: str, query: str, status: int, token: str | None, started: float) -> LoggedRequest:
+    def record(
+        self, *, method: str, path: str, query: str, status: int, token: str | None, started: float
+    ) -> LoggedRequest:
         now = time.time()
         with self._lock:
             self._seq += 1

@@ -15,12 +15,12 @@ import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from .auth import TokenSpec
 from .git import CommitInfo, TreeEntry
 from .store import iso
 
 if TYPE_CHECKING:
     from .context import RequestContext, Urls
-    from .auth import TokenSpec
 
 
 def node_id(kind: str, ident: Any) -> str:
@@ -110,7 +110,13 @@ def app(urls: "Urls", spec: "TokenSpec", owner: dict[str, Any] | None) -> dict[s
         "html_url": f"{urls.web}/apps/{spec.app_slug}",
         "created_at": "2024-01-01T00:00:00Z",
         "updated_at": "2024-01-01T00:00:00Z",
-        "permissions": {"checks": "write", "contents": "write", "issues": "write", "metadata": "read", "statuses": "write"},
+        "permissions": {
+            "checks": "write",
+            "contents": "write",
+            "issues": "write",
+            "metadata": "read",
+            "statuses": "write",
+        },
         "events": [],
     }
 
@@ -160,9 +166,9 @@ def repo(ctx: "RequestContext", row: sqlite3.Row) -> dict[str, Any]:
     urls, full = ctx.urls, row["full_name"]
     api = urls.repo_api(full)
     owner = user(urls, ctx.store.user(row["owner_id"]))
-    open_issues = ctx.store.one(
-        "SELECT COUNT(*) AS n FROM issues WHERE repo_id = ? AND state = 'open'", (row["id"],)
-    )["n"]
+    open_issues = ctx.store.one("SELECT COUNT(*) AS n FROM issues WHERE repo_id = ? AND state = 'open'", (row["id"],))[
+        "n"
+    ]
     spec = ctx.caller.spec
     push = spec.can_write
     data: dict[str, Any] = {
@@ -210,7 +216,13 @@ def repo(ctx: "RequestContext", row: sqlite3.Row) -> dict[str, Any]:
             "pushed_at": row["pushed_at"],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
-            "permissions": {"admin": spec.is_admin, "maintain": spec.is_admin, "push": push, "triage": push, "pull": True},
+            "permissions": {
+                "admin": spec.is_admin,
+                "maintain": spec.is_admin,
+                "push": push,
+                "triage": push,
+                "pull": True,
+            },
             "allow_rebase_merge": True,
             "allow_squash_merge": True,
             "allow_merge_commit": True,
@@ -237,6 +249,8 @@ def label(urls: "Urls", full_name: str, row: sqlite3.Row) -> dict[str, Any]:
         "color": row["color"],
         "default": bool(row["is_default"]),
         "description": row["description"],
+        "archived_at": None,
+        "archived_by": None,
     }
 
 
@@ -332,9 +346,7 @@ def git_commit(urls: "Urls", repo_row: sqlite3.Row, info: CommitInfo) -> dict[st
         "committer": _signature(info.committer),
         "message": info.message,
         "tree": {"sha": info.tree, "url": f"{api}/git/trees/{info.tree}"},
-        "parents": [
-            {"sha": p, "url": f"{api}/git/commits/{p}", "html_url": f"{web}/commit/{p}"} for p in info.parents
-        ],
+        "parents": [{"sha": p, "url": f"{api}/git/commits/{p}", "html_url": f"{web}/commit/{p}"} for p in info.parents],
         "verification": dict(_VERIFICATION),
     }
 
@@ -377,7 +389,9 @@ def ref(urls: "Urls", repo_row: sqlite3.Row, name: str, sha: str, kind: str) -> 
     }
 
 
-def tree(urls: "Urls", repo_row: sqlite3.Row, sha: str, entries: list[tuple[str, TreeEntry, int | None]]) -> dict[str, Any]:
+def tree(
+    urls: "Urls", repo_row: sqlite3.Row, sha: str, entries: list[tuple[str, TreeEntry, int | None]]
+) -> dict[str, Any]:
     api = urls.repo_api(repo_row["full_name"])
     out = []
     for path, entry, size in entries:
@@ -409,7 +423,9 @@ def wrap_base64(data: bytes) -> str:
     return "".join(text[i : i + 60] + "\n" for i in range(0, len(text), 60))
 
 
-def content_entry(urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEntry, size: int, ref_name: str) -> dict[str, Any]:
+def content_entry(
+    urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEntry, size: int, ref_name: str
+) -> dict[str, Any]:
     full = repo_row["full_name"]
     api, web = urls.repo_api(full), urls.repo_web(full)
     quoted = urllib.parse.quote(path)
@@ -431,7 +447,9 @@ def content_entry(urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEnt
     }
 
 
-def content_file(urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEntry, data: bytes, ref_name: str) -> dict[str, Any]:
+def content_file(
+    urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEntry, data: bytes, ref_name: str
+) -> dict[str, Any]:
     body = content_entry(urls, repo_row, path, entry, len(data), ref_name)
     body["content"] = wrap_base64(data)
     body["encoding"] = "base64"
@@ -456,12 +474,14 @@ def status(urls: "Urls", store: Any, repo_row: sqlite3.Row, row: sqlite3.Row) ->
     }
 
 
-def check_run(ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row, spec: "TokenSpec | None" = None) -> dict[str, Any]:
+def check_run(
+    ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row, spec: "TokenSpec | None" = None
+) -> dict[str, Any]:
     urls, full = ctx.urls, repo_row["full_name"]
     api = f"{urls.repo_api(full)}/check-runs/{row['id']}"
-    from .auth import TokenSpec
-
-    app_spec = spec or TokenSpec(token="-", login="-", label="-", kind="app", app_slug=row["app_slug"], app_id=row["app_id"])
+    app_spec = spec or TokenSpec(
+        token="-", login="-", label="-", kind="app", app_slug=row["app_slug"], app_id=row["app_id"]
+    )
     owner = user(urls, ctx.store.user(repo_row["owner_id"]))
     return {
         "id": row["id"],

@@ -10,6 +10,7 @@ GitHub's default labels and an initial commit on ``main``).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -17,7 +18,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
+from .git import GitRepo, Signature, TreeEntry
+
 SCHEMA_VERSION = 1
+_FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -247,13 +251,13 @@ class Store:
     def repos(self) -> list[sqlite3.Row]:
         return self.all("SELECT * FROM repos ORDER BY id")
 
-    def create_repo(self, full_name: str, *, description: str | None = None, default_branch: str = "main") -> sqlite3.Row:
+    def create_repo(
+        self, full_name: str, *, description: str | None = None, default_branch: str = "main"
+    ) -> sqlite3.Row:
         """Create ``owner/name`` (and its owner) if missing, with default labels and an initial commit."""
-        from .git import GitRepo, Signature, TreeEntry
-
-        owner, sep, name = full_name.partition("/")
-        if not sep or not owner or not name or "/" in name:
-            raise ValueError(f"repository must be 'owner/name', not {full_name!r}")
+        if not _FULL_NAME.match(full_name):
+            raise ValueError(f"repository must be 'owner/name' (letters, digits, '-', '_', '.'), not {full_name!r}")
+        owner, _, name = full_name.partition("/")
         with self.tx():
             existing = self.repo(owner, name)
             if existing is not None:

@@ -9,7 +9,9 @@ import requests
 from sentinel_celery.hub import Hub
 
 
-def call(hub: Hub, method: str, path: str, *, token: str | None = "", prefix: str = "", **kwargs: Any) -> requests.Response:
+def call(
+    hub: Hub, method: str, path: str, *, token: str | None = "", prefix: str = "", **kwargs: Any
+) -> requests.Response:
     """``token=""`` means the hub's admin token, ``None`` means no Authorization header."""
     headers = dict(kwargs.pop("headers", {}))
     if token is not None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from github import Auth, BadCredentialsException, Github, GithubException, UnknownObjectException
+from github import (
+    Auth,
+    BadCredentialsException,
+    Github,
+    GithubException,
+    UnknownObjectException,
+)
 
 from sentinel_celery.hub import Hub
 
@@ -107,7 +113,11 @@ def test_tokens_file_gives_kinds_and_access(tmp_path):
         assert call(hub, "POST", "/repos/acme/app/issues", token="ro-t", json={"title": "x"}).status_code == 403
         assert call(hub, "GET", "/user", token="ghs_app").status_code == 403
         assert call(hub, "GET", "/_hub/tokens", token="owner-t").json()[1] == {
-            "label": "reader", "login": "viewer", "kind": "user", "access": "read", "repos": None,
+            "label": "reader",
+            "login": "viewer",
+            "kind": "user",
+            "access": "read",
+            "repos": None,
         }
 
 
@@ -121,3 +131,12 @@ def test_bad_tokens_file_is_rejected(tmp_path):
 def test_hub_refuses_non_loopback_hosts():
     with pytest.raises(ValueError, match="loopback"):
         Hub(host="0.0.0.0")
+
+
+def test_token_labels_are_unique(github_hub):
+    first = github_hub.add_token(login="dev")
+    second = github_hub.add_token(login="dev")
+    labels = [t["label"] for t in call(github_hub, "GET", "/_hub/tokens").json()]
+    assert len(labels) == len(set(labels)) == 3 and first != second
+    with pytest.raises(ValueError, match="two tokens with the label"):
+        github_hub.add_token("another", label="owner")

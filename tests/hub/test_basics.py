@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from github import Github, GithubException, UnknownObjectException
+from github import Auth, Github, GithubException, UnknownObjectException
 
 from .helpers import call
 
@@ -79,7 +80,9 @@ def test_validation_error_has_errors_array(github_hub):
     assert response.status_code == 422
     assert response.json()["message"] == "Validation Failed"
     assert response.json()["errors"] == [{"resource": "Issue", "code": "missing_field", "field": "title"}]
-    bad_json = call(github_hub, "POST", "/repos/acme/app/issues", data=b"{nope", headers={"Content-Type": "application/json"})
+    bad_json = call(
+        github_hub, "POST", "/repos/acme/app/issues", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert bad_json.status_code == 400 and bad_json.json()["message"] == "Problems parsing JSON"
 
 
@@ -90,8 +93,49 @@ def test_head_request_has_headers_and_no_body(github_hub):
     assert response.headers["ETag"].startswith('W/"')
 
 
-def test_pygithub_with_default_throttling_still_works(github_hub):
-    gh = Github(base_url=github_hub.base_url, auth=__import__("github").Auth.Token(github_hub.token), retry=None)
+def test_plain_pygithub_client_gets_422_for_a_bad_label_colour(github_hub):
+    gh = Github(base_url=github_hub.base_url, auth=Auth.Token(github_hub.token), retry=None)
     with pytest.raises(GithubException) as info:
         gh.get_repo(github_hub.repo).create_label("bad", "zzzzzz")
     assert info.value.status == 422
+    assert info.value.data["errors"][0]["field"] == "color"
+
+
+def test_many_workers_at_once_get_unique_issue_numbers(github_hub):
+    def create(n: int) -> int:
+        return call(github_hub, "POST", "/repos/acme/app/issues", json={"title": f"worker {n}"}).json()["number"]
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        numbers = list(pool.map(create, range(60)))
+    assert sorted(numbers) == list(range(1, 61))
+    assert len(github_hub.requests(method="POST")) == 60
+
+
+def test_session_hub_is_shared_but_cleaned(github_hub_session):
+    hub = github_hub_session
+    assert hub.requests() == [] and hub.faults.snapshot()["fail_next"] == 0
+    hub.set_faults(fail_next=1)
+    assert call(hub, "GET", "/user").status_code == 502
+    assert call(hub, "GET", "/user").status_code == 200
+
+
+def test_session_hub_faults_do_not_leak(github_hub_session):
+    assert call(github_hub_session, "GET", "/user").status_code == 200
+    assert [r.path for r in github_hub_session.requests()] == ["/user"]
+
+
+def test_urls_follow_a_loopback_host_header_only(github_hub):
+    port = github_hub.port
+    via_localhost = call(github_hub, "GET", "/repos/acme/app", headers={"Host": f"localhost:{port}"}).json()
+    assert via_localhost["url"] == f"http://localhost:{port}/repos/acme/app"
+    spoofed = call(github_hub, "GET", "/repos/acme/app", headers={"Host": "evil.example:80"}).json()
+    assert spoofed["url"] == f"{github_hub.base_url}/repos/acme/app"
+    gh = Github(base_url=f"http://localhost:{port}", auth=Auth.Token(github_hub.token), retry=None)
+    issue = gh.get_repo(github_hub.repo).create_issue("through localhost")
+    issue.edit(body="PyGithub follows url fields on the same host")
+    assert issue.url.startswith(f"http://localhost:{port}/")
+
+
+def test_repository_names_are_validated(github_hub):
+    with pytest.raises(ValueError, match="owner/name"):
+        github_hub.create_repo("acme/<script>")

@@ -54,7 +54,9 @@ def test_given_token_is_accepted_and_never_printed(tmp_path):
         assert f"repo: acme/web  issues: {url}/acme/web/issues" in lines
         me = requests.get(f"{url}/user", headers={"Authorization": "token s3cret-token"}, timeout=5)
         assert me.json()["login"] == "acme"
-        assert requests.get(f"{url}/api/v3/repos/acme/web", headers={"Authorization": "Bearer s3cret-token"}, timeout=5).ok
+        assert requests.get(
+            f"{url}/api/v3/repos/acme/web", headers={"Authorization": "Bearer s3cret-token"}, timeout=5
+        ).ok
 
 
 def test_token_from_environment(tmp_path):
@@ -68,8 +70,10 @@ def test_generated_token_is_printed_and_state_persists_in_the_db_file(tmp_path):
     with running_hub("--db", db, "--repo", "acme/app") as (url, lines):
         token = next(line.split(": ", 1)[1] for line in lines if line.startswith("token: "))
         created = requests.post(
-            f"{url}/repos/acme/app/issues", json={"title": "survives restarts"},
-            headers={"Authorization": f"token {token}"}, timeout=5,
+            f"{url}/repos/acme/app/issues",
+            json={"title": "survives restarts"},
+            headers={"Authorization": f"token {token}"},
+            timeout=5,
         )
         assert created.status_code == 201
     with running_hub("--db", db, "--token", "second-run") as (url, _):
@@ -79,18 +83,30 @@ def test_generated_token_is_printed_and_state_persists_in_the_db_file(tmp_path):
 
 def test_fault_flags_and_tokens_file(tmp_path):
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tokens": [
-        {"token": "admin-t", "access": "admin", "label": "owner"},
-        {"token": "ro-t", "access": "read", "login": "viewer", "label": "reader"},
-    ]}))
+    tokens.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"token": "admin-t", "access": "admin", "label": "owner"},
+                    {"token": "ro-t", "access": "read", "login": "viewer", "label": "reader"},
+                ]
+            }
+        )
+    )
     with running_hub("--tokens-file", str(tokens), "--exhaust-rate-limit", "--writes-per-minute", "5") as (url, lines):
         assert any(line.startswith("faults: ") and "exhaust_rate_limit" in line for line in lines)
         blocked = requests.get(f"{url}/repos/acme/app", headers={"Authorization": "token ro-t"}, timeout=5)
         assert blocked.status_code == 403 and blocked.json()["message"].startswith("API rate limit exceeded")
-        cleared = requests.post(f"{url}/_hub/faults", json={"exhaust_rate_limit": False},
-                                headers={"Authorization": "token admin-t"}, timeout=5)
+        cleared = requests.post(
+            f"{url}/_hub/faults",
+            json={"exhaust_rate_limit": False},
+            headers={"Authorization": "token admin-t"},
+            timeout=5,
+        )
         assert cleared.json()["exhaust_rate_limit"] is False
-        write = requests.post(f"{url}/repos/acme/app/issues", json={"title": "x"}, headers={"Authorization": "token ro-t"}, timeout=5)
+        write = requests.post(
+            f"{url}/repos/acme/app/issues", json={"title": "x"}, headers={"Authorization": "token ro-t"}, timeout=5
+        )
         assert write.status_code == 403
 
 

@@ -167,7 +167,10 @@ def test_blobs_trees_commits_move_a_ref(repo):
     )
     assert sorted(e.path for e in tree.tree) == ["bin", "docs"]
     assert sorted(e.path for e in repo.get_git_tree(tree.sha, recursive=True).tree) == [
-        "bin", "bin/data", "docs", "docs/note.md",
+        "bin",
+        "bin/data",
+        "docs",
+        "docs/note.md",
     ]
     commit = repo.create_git_commit("hand made", tree, [head])
     assert commit.parents[0].sha == head.sha
@@ -179,10 +182,29 @@ def test_blobs_trees_commits_move_a_ref(repo):
 
 def test_git_data_errors(github_hub, repo):
     tree = repo.get_git_commit(repo.get_branch("main").commit.sha).tree.sha
-    no_tree = call(github_hub, "POST", "/repos/acme/app/git/commits", json={"message": "m", "tree": "1" * 40, "parents": []})
+    no_tree = call(
+        github_hub, "POST", "/repos/acme/app/git/commits", json={"message": "m", "tree": "1" * 40, "parents": []}
+    )
     assert (no_tree.status_code, no_tree.json()["message"]) == (422, "Tree SHA does not exist")
-    no_parent = call(github_hub, "POST", "/repos/acme/app/git/commits", json={"message": "m", "tree": tree, "parents": ["2" * 40]})
+    no_parent = call(
+        github_hub, "POST", "/repos/acme/app/git/commits", json={"message": "m", "tree": tree, "parents": ["2" * 40]}
+    )
     assert no_parent.status_code == 422
-    bad_blob = call(github_hub, "POST", "/repos/acme/app/git/trees", json={"tree": [{"path": "a", "mode": "100644", "type": "blob", "sha": "3" * 40}]})
+    bad_blob = call(
+        github_hub,
+        "POST",
+        "/repos/acme/app/git/trees",
+        json={"tree": [{"path": "a", "mode": "100644", "type": "blob", "sha": "3" * 40}]},
+    )
     assert bad_blob.status_code == 422
     assert call(github_hub, "GET", f"/repos/acme/app/git/blobs/{'4' * 40}").status_code == 404
+
+
+def test_raw_media_type_and_repository_by_id(github_hub):
+    raw = call(
+        github_hub, "GET", "/repos/acme/app/contents/README.md", headers={"Accept": "application/vnd.github.raw+json"}
+    )
+    assert raw.status_code == 200 and raw.content == b"# app\n"
+    repo_id = call(github_hub, "GET", "/repos/acme/app").json()["id"]
+    assert github_hub.client().get_repo(repo_id).full_name == "acme/app"
+    assert call(github_hub, "GET", "/repositories/999").status_code == 404

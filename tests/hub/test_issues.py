@@ -47,7 +47,12 @@ def test_assigning_a_user_without_access_is_422_on_create(repo):
     with pytest.raises(GithubException) as info:
         repo.create_issue("x", assignees=["stranger"])
     assert info.value.status == 422
-    assert info.value.data["errors"][0] == {"resource": "Issue", "code": "invalid", "field": "assignees", "value": "stranger"}
+    assert info.value.data["errors"][0] == {
+        "resource": "Issue",
+        "code": "invalid",
+        "field": "assignees",
+        "value": "stranger",
+    }
 
 
 def test_assignees_endpoints_ignore_users_without_access(github_hub, repo):
@@ -100,13 +105,17 @@ def test_pagination_link_header_and_paginated_list(github_hub, repo):
     assert 'page=3>; rel="last"' in link
     assert len(page1.json()) == 3
     page3 = call(github_hub, "GET", "/repos/acme/app/issues?per_page=3&page=3")
-    assert len(page3.json()) == 1 and 'rel="prev"' in page3.headers["Link"] and 'rel="next"' not in page3.headers["Link"]
+    assert (
+        len(page3.json()) == 1 and 'rel="prev"' in page3.headers["Link"] and 'rel="next"' not in page3.headers["Link"]
+    )
 
     gh = github_hub.client(per_page=2)
     issues = gh.get_repo(github_hub.repo).get_issues()
     assert [i.title for i in issues] == [f"issue {n}" for n in reversed(range(7))]
     assert issues.totalCount == 7
-    pages = [r for r in github_hub.requests(path_prefix="/repos/acme/app/issues", method="GET") if "per_page=2" in r.query]
+    pages = [
+        r for r in github_hub.requests(path_prefix="/repos/acme/app/issues", method="GET") if "per_page=2" in r.query
+    ]
     assert len(pages) >= 4  # PyGithub walked every page by following Link
 
 

@@ -58,8 +58,13 @@ def test_app_token_creates_updates_and_lists_check_runs(github_hub):
     app_token = github_hub.add_token(kind="app", app_slug="sentinel-ci", app_id=42)
     repo = github_hub.client(app_token).get_repo(github_hub.repo)
     sha = repo.get_branch("main").commit.sha
-    run = repo.create_check_run("sentinel/tests", sha, status="in_progress", external_id="job-7",
-                                output={"title": "Running", "summary": "3 of 10"})
+    run = repo.create_check_run(
+        "sentinel/tests",
+        sha,
+        status="in_progress",
+        external_id="job-7",
+        output={"title": "Running", "summary": "3 of 10"},
+    )
     assert run.status == "in_progress" and run.conclusion is None
     assert run.app.slug == "sentinel-ci" and run.app.id == 42
     run.edit(conclusion="success", output={"title": "Done", "summary": "10 of 10"})
@@ -78,9 +83,16 @@ def test_check_run_validation(github_hub):
     sha = github_hub.client().get_repo(github_hub.repo).get_branch("main").commit.sha
     missing = call(github_hub, "POST", "/repos/acme/app/check-runs", token=app_token, json={"head_sha": sha})
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "name"
-    no_conclusion = call(github_hub, "POST", "/repos/acme/app/check-runs", token=app_token,
-                         json={"name": "x", "head_sha": sha, "status": "completed"})
+    no_conclusion = call(
+        github_hub,
+        "POST",
+        "/repos/acme/app/check-runs",
+        token=app_token,
+        json={"name": "x", "head_sha": sha, "status": "completed"},
+    )
     assert no_conclusion.status_code == 422 and no_conclusion.json()["errors"][0]["field"] == "conclusion"
     read_only_app = github_hub.add_token(kind="app", access="read")
-    denied = call(github_hub, "POST", "/repos/acme/app/check-runs", token=read_only_app, json={"name": "x", "head_sha": sha})
+    denied = call(
+        github_hub, "POST", "/repos/acme/app/check-runs", token=read_only_app, json={"name": "x", "head_sha": sha}
+    )
     assert (denied.status_code, denied.json()["message"]) == (403, "Resource not accessible by integration")

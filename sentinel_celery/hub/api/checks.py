@@ -10,11 +10,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..routing import Response, Router
 from ..store import iso, parse_iso
-from .. import shapes
 from .commits import resolve
 
 router = Router()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, not_found
 from ..routing import Response, Router
 from ..store import iso, parse_iso
-from .. import shapes
 from .issues import get_issue, touch
 
 router = Router()
@@ -65,7 +65,9 @@ def list_comments(ctx: RequestContext, owner: str, repo: str, number: int) -> Re
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
     since_sql, params = _since(ctx)
-    rows = ctx.store.all(f"SELECT c.* FROM comments c WHERE c.issue_id = ?{since_sql} ORDER BY c.id", [issue["id"], *params])
+    rows = ctx.store.all(
+        f"SELECT c.* FROM comments c WHERE c.issue_id = ?{since_sql} ORDER BY c.id", [issue["id"], *params]
+    )
     page = ctx.paginate(rows)
     page.body = [shapes.comment(ctx, repo_row, row, number) for row in page.body]
     return page

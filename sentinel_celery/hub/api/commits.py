@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, unprocessable
 from ..git import GitRepo
 from ..routing import Response, Router
 from ..store import iso
-from .. import shapes
 
 router = Router()
 STATES = ("error", "failure", "pending", "success")
@@ -48,7 +48,9 @@ def create_status(ctx: RequestContext, owner: str, repo: str, sha: str) -> Respo
     context = data.get("context") or "default"
     description = data.get("description")
     if description is not None and len(str(description)) > 140:
-        raise invalid("Status", "description", code="custom", message="description is too long (maximum is 140 characters)")
+        raise invalid(
+            "Status", "description", code="custom", message="description is too long (maximum is 140 characters)"
+        )
     now = iso()
     status_id = ctx.store.insert(
         "INSERT INTO statuses (repo_id, sha, state, target_url, description, context, creator_id, created_at, updated_at) "

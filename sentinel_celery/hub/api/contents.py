@@ -1,5 +1,7 @@
 """Repository contents: get a file or directory, create or update a file, delete a file.
 
+``Accept: application/vnd.github.raw`` on a file answers its bytes instead of JSON.
+
 Writes are compare-and-swap on the file's blob ``sha``, as on GitHub: updating
 or deleting an existing file without ``sha`` → 422, with a stale ``sha`` →
 409. Each write makes a real commit on the branch (default: the repository's
@@ -15,11 +17,11 @@ import sqlite3
 import time
 from typing import Any
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..git import GitRepo, Signature, TreeEntry
 from ..routing import Response, Router
-from .. import shapes
 
 router = Router()
 
@@ -78,6 +80,8 @@ def get_contents(ctx: RequestContext, owner: str, repo: str, path: str) -> Respo
         raise not_found()
     if entry.type == "blob":
         data = git.typed(entry.sha, "blob") or b""
+        if "vnd.github.raw" in ctx.headers.get("accept", ""):
+            return Response(200, data, content_type="application/vnd.github.raw; charset=utf-8")
         return Response(200, shapes.content_file(ctx.urls, repo_row, path, entry, data, ref_name))
     items = []
     for child in sorted(git.tree(entry.sha) or [], key=lambda e: e.name):
@@ -88,7 +92,14 @@ def get_contents(ctx: RequestContext, owner: str, repo: str, path: str) -> Respo
 
 
 def _commit_change(
-    ctx: RequestContext, repo_row: sqlite3.Row, git: GitRepo, branch: str, head: str, path: str, new: TreeEntry | None, message: str
+    ctx: RequestContext,
+    repo_row: sqlite3.Row,
+    git: GitRepo,
+    branch: str,
+    head: str,
+    path: str,
+    new: TreeEntry | None,
+    message: str,
 ) -> str:
     data = ctx.json_object()
     info = git.commit(head)

@@ -14,11 +14,11 @@ import re
 import sqlite3
 from typing import Any
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import missing_field, not_found, unprocessable
 from ..git import MODES, SHA_RE, GitRepo, TreeEntry, normalise_mode
 from ..routing import Response, Router
-from .. import shapes
 from .contents import signature
 
 router = Router()
@@ -231,7 +231,7 @@ def update_ref(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response
         raise unprocessable("Object does not exist")
     force = data.get("force", False)
     if not isinstance(force, bool):
-        raise unprocessable('Invalid request.\n\nFor \'properties/force\', it is not a boolean.')
+        raise unprocessable("Invalid request.\n\nFor 'properties/force', it is not a boolean.")
     if not force and current != sha and not git.is_ancestor(current, sha):
         raise unprocessable("Update is not a fast forward")
     git.set_ref(name, sha)
@@ -245,4 +245,3 @@ def delete_ref(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response
     if not git.delete_ref(_full_ref(ref)):
         raise unprocessable("Reference does not exist")
     return Response(204)
-

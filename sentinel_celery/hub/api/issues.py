@@ -11,11 +11,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..routing import Response, Router
 from ..store import iso, parse_iso
-from .. import shapes
 from .repos import assignable
 
 router = Router()
@@ -59,7 +59,9 @@ def ensure_labels(ctx: RequestContext, repo_id: int, names: list[str]) -> list[i
     for name in names:
         row = ctx.store.one("SELECT id FROM labels WHERE repo_id = ? AND name = ?", (repo_id, name))
         if row is None:
-            ids.append(ctx.store.insert("INSERT INTO labels (repo_id, name, color) VALUES (?, ?, 'ededed')", (repo_id, name)))
+            ids.append(
+                ctx.store.insert("INSERT INTO labels (repo_id, name, color) VALUES (?, ?, 'ededed')", (repo_id, name))
+            )
         else:
             ids.append(row["id"])
     return list(dict.fromkeys(ids))
@@ -125,7 +127,16 @@ def create_issue(ctx: RequestContext, owner: str, repo: str) -> Response:
     now = iso()
     issue_id = ctx.store.insert(
         "INSERT INTO issues (repo_id, number, title, body, user_id, app_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (repo_row["id"], number, title, body, ctx.caller.user_id, ctx.caller.spec.app_id if ctx.caller.spec.is_app else None, now, now),
+        (
+            repo_row["id"],
+            number,
+            title,
+            body,
+            ctx.caller.user_id,
+            ctx.caller.spec.app_id if ctx.caller.spec.is_app else None,
+            now,
+            now,
+        ),
     )
     set_labels(ctx, repo_row["id"], issue_id, labels)
     set_assignees(ctx, issue_id, assignees)
@@ -161,7 +172,9 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
         if reason is not None and reason not in _STATE_REASONS:
             raise invalid("Issue", "state_reason", value=reason)
         if state == "closed" and row["state"] != "closed":
-            changes.update(state="closed", closed_at=iso(), closed_by_id=ctx.caller.user_id, state_reason=reason or "completed")
+            changes.update(
+                state="closed", closed_at=iso(), closed_by_id=ctx.caller.user_id, state_reason=reason or "completed"
+            )
         elif state == "open" and row["state"] != "open":
             changes.update(state="open", closed_at=None, closed_by_id=None, state_reason="reopened")
         elif reason is not None:
@@ -243,7 +256,9 @@ def add_assignees(ctx: RequestContext, owner: str, repo: str, number: int) -> Re
     repo_row = ctx.repo(owner, repo)
     row = get_issue(ctx, repo_row, number)
     requested = _assignee_ids(ctx, repo_row, ctx.json_object().get("assignees", []), strict=False)
-    current = [r["user_id"] for r in ctx.store.all("SELECT user_id FROM issue_assignees WHERE issue_id = ?", (row["id"],))]
+    current = [
+        r["user_id"] for r in ctx.store.all("SELECT user_id FROM issue_assignees WHERE issue_id = ?", (row["id"],))
+    ]
     set_assignees(ctx, row["id"], list(dict.fromkeys(current + requested)))
     touch(ctx, row["id"])
     return render(ctx, repo_row, row["id"], 201)

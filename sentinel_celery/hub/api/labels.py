@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..routing import Response, Router
-from .. import shapes
 from .issues import ensure_labels, get_issue, label_names, set_labels, touch
 
 # Label names may contain "/"; PyGithub does not always percent-encode it, so
@@ -77,7 +77,8 @@ def update_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Respo
     color = _color(data["color"]) if "color" in data else row["color"]
     description = data.get("description", row["description"])
     ctx.store.execute(
-        "UPDATE labels SET name = ?, color = ?, description = ? WHERE id = ?", (new_name.strip(), color, description, row["id"])
+        "UPDATE labels SET name = ?, color = ?, description = ? WHERE id = ?",
+        (new_name.strip(), color, description, row["id"]),
     )
     row = ctx.store.one("SELECT * FROM labels WHERE id = ?", (row["id"],))
     return Response(200, shapes.label(ctx.urls, repo_row["full_name"], row))
@@ -119,7 +120,9 @@ def add_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) ->
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
     for label_id in ensure_labels(ctx, repo_row["id"], _requested(ctx)):
-        ctx.store.execute("INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue["id"], label_id))
+        ctx.store.execute(
+            "INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue["id"], label_id)
+        )
     touch(ctx, issue["id"])
     return Response(200, _issue_labels(ctx, repo_row, issue["id"]))
 

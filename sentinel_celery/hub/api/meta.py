@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, not_found
 from ..routing import Response, Router
-from .. import shapes
 
 router = Router()
 
@@ -27,8 +27,16 @@ def get_user(ctx: RequestContext, login: str) -> Response:
         raise not_found()
     owned = ctx.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ?", (row["id"],))["n"]
     body = shapes.full_user(ctx.urls, row, public_repos=0, private_repos=owned)
-    for private in ("private_gists", "total_private_repos", "owned_private_repos", "disk_usage", "collaborators",
-                    "two_factor_authentication", "plan", "notification_email"):
+    for private in (
+        "private_gists",
+        "total_private_repos",
+        "owned_private_repos",
+        "disk_usage",
+        "collaborators",
+        "two_factor_authentication",
+        "plan",
+        "notification_email",
+    ):
         body.pop(private, None)
     return Response(200, body)
 

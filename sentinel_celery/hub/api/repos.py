@@ -7,11 +7,11 @@ no sign-up.
 
 from __future__ import annotations
 
+from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, not_found
 from ..git import GitRepo
 from ..routing import Response, Router
-from .. import shapes
 
 router = Router()
 _PERMISSIONS = {"pull": "pull", "triage": "triage", "push": "push", "maintain": "maintain", "admin": "admin"}
@@ -23,6 +23,14 @@ def get_repo(ctx: RequestContext, owner: str, repo: str) -> Response:
     return Response(200, shapes.repo(ctx, ctx.repo(owner, repo)))
 
 
+@router.route("GET", "/repositories/{repo_id:int}")
+def get_repo_by_id(ctx: RequestContext, repo_id: int) -> Response:
+    row = ctx.store.one("SELECT owner_id, name FROM repos WHERE id = ?", (repo_id,))
+    if row is None:
+        raise not_found()
+    return get_repo(ctx, ctx.store.user(row["owner_id"])["login"], row["name"])
+
+
 def _branch(ctx: RequestContext, repo_row, name: str, sha: str) -> dict:
     info = GitRepo(ctx.store, repo_row["id"]).commit(sha)
     assert info is not None
@@ -32,7 +40,10 @@ def _branch(ctx: RequestContext, repo_row, name: str, sha: str) -> dict:
         "commit": shapes.commit(ctx.urls, repo_row, info),
         "_links": {"self": f"{api}/branches/{name}", "html": f"{ctx.urls.repo_web(repo_row['full_name'])}/tree/{name}"},
         "protected": False,
-        "protection": {"enabled": False, "required_status_checks": {"enforcement_level": "off", "contexts": [], "checks": []}},
+        "protection": {
+            "enabled": False,
+            "required_status_checks": {"enforcement_level": "off", "contexts": [], "checks": []},
+        },
         "protection_url": f"{api}/branches/{name}/protection",
     }
 
@@ -42,7 +53,7 @@ def list_branches(ctx: RequestContext, owner: str, repo: str) -> Response:
     row = ctx.repo(owner, repo)
     api = ctx.urls.repo_api(row["full_name"])
     items = [
-        {"name": name[len("refs/heads/"):], "commit": {"sha": sha, "url": f"{api}/commits/{sha}"}, "protected": False}
+        {"name": name[len("refs/heads/") :], "commit": {"sha": sha, "url": f"{api}/commits/{sha}"}, "protected": False}
         for name, sha in GitRepo(ctx.store, row["id"]).refs("refs/heads/")
     ]
     return ctx.paginate(items)
@@ -65,8 +76,8 @@ def _collaborators(ctx: RequestContext, repo_id: int):
 
 
 def _permissions(permission: str) -> dict[str, bool]:
-    rank = _RANK.index(permission) if permission in _RANK else 0
-    return {name: rank >= _RANK.index(name) for name in ("pull", "triage", "push", "maintain", "admin")}
+    rank = _RANK.index(permission) if permission in _RANK else -1
+    return {name: rank >= _RANK.index(name) for name in _RANK}
 
 
 @router.route("GET", "/repos/{owner}/{repo}/collaborators")
@@ -97,8 +108,13 @@ def collaborator_permission(ctx: RequestContext, owner: str, repo: str, username
     if user is None:
         raise not_found()
     permission = ctx.store.permission(row["id"], user["id"])
-    level = {"admin": "admin", "maintain": "write", "push": "write", "triage": "read", "pull": "read"}.get(permission or "", "none")
-    return Response(200, {"permission": level, "role_name": permission or "none", "user": shapes.user(ctx.urls, user)})
+    level = {"admin": "admin", "maintain": "write", "push": "write", "triage": "read", "pull": "read"}.get(
+        permission or "", "none"
+    )
+    role = {"push": "write", "pull": "read"}.get(permission or "", permission or "none")
+    body = shapes.user(ctx.urls, user) or {}
+    body.update(permissions=_permissions(permission or ""), role_name=role)
+    return Response(200, {"permission": level, "role_name": role, "user": body})
 
 
 @router.route("PUT", "/repos/{owner}/{repo}/collaborators/{username}")

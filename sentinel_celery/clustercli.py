@@ -1,0 +1,80 @@
+"""The ``sentinel cluster`` command group: cluster-wide views (metrics, health, load distribution).
+
+Subsystems add their commands to :data:`cluster` (``@cluster.command(...)``); ``cli.py`` registers the
+group. The group is created before importing ``cli`` so that ``python -m sentinel_celery.cli`` (which
+imports this module while ``cli`` runs as ``__main__``) finds it already defined.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+cluster = click.Group("cluster", help="Cluster-wide views: metrics, health, load distribution.")
+
+from .cli import emit, handles_errors, json_option, table  # noqa: E402
+
+
+def _snapshot():
+    from .config import get_config
+    from .snapshot import collect_snapshot
+    return collect_snapshot(get_config())
+
+
+@cluster.command("metrics", help="Workers, capacity, utilization, queues, task rates, leases (--json for scripts).")
+@json_option
+@handles_errors
+def cluster_metrics_command(as_json):
+    from .metrics import cluster_metrics
+    data = cluster_metrics(_snapshot())
+
+    def render(d):
+        t = d["taskMetrics"]
+        rates = ", ".join(f"{k.lower()} {v}/min" for k, v in sorted(t["rates"]["perMinute"].items())) or "-"
+        lines = [
+            f"time             {d['timestamp']}",
+            f"workers          {d['healthyWorkers']} healthy of {d['totalWorkers']} live"
+            + (f" ({d['offlineWorkers']} offline)" if d["offlineWorkers"] else ""),
+            f"capacity         {d['utilizedCapacity']}/{d['totalCapacity']} slots busy, "
+            f"average utilization {d['avgUtilization']:.0%}",
+            f"tasks            {t['queued']} queued, {t['reserved']} reserved, {t['active']} active; "
+            f"rates (last {t['rates']['windowMinutes']} min): {rates}",
+            f"leases           {d['lockMetrics']['held']} held, {d['lockMetrics']['acquisitions']} acquisitions, "
+            f"{d['lockMetrics']['conflicts']} conflicts ({d['lockMetrics']['conflictRate']:.1%})",
+        ]
+        if d.get("failover"):
+            lines.append(f"failover         {json.dumps(d['failover'], default=str)}")
+        if d.get("github"):
+            g = d["github"]
+            lines.append(f"github mirror    rate limit left {g.get('rate_limit_remaining')}, outbox "
+                         f"{g.get('outbox_depth')}, lag {g.get('lag_seconds')}s")
+        queues = [{"queue": q, "length": v["length"], "age": v["oldestAgeSeconds"],
+                   "p50": (t["scheduleToStart"].get(q) or {}).get("p50Ms"),
+                   "p95": (t["scheduleToStart"].get(q) or {}).get("p95Ms")} for q, v in sorted(t["queues"].items())]
+        lines += ["", table(queues, [("queue", "QUEUE"), ("length", "WAITING"), ("age", "OLDEST (s)"),
+                                     ("p50", "START p50 ms"), ("p95", "START p95 ms")])]
+        if d["workerMetrics"]:
+            rows = [{**w, "util": f"{w['utilization']:.0%}", "load": f"{w['active']}/{w['capacity']}"}
+                    for w in d["workerMetrics"]]
+            lines += ["", table(rows, [("id", "WORKER"), ("status", "STATUS"), ("load", "LOAD"), ("util", "UTIL"),
+                                       ("region", "REGION"), ("lastHeartbeat", "LAST HEARTBEAT")])]
+        return "\n".join(lines)
+    emit(data, as_json, render)
+
+
+@cluster.command("health", help="healthy / degraded / critical with reasons; exit code 1 when critical.")
+@json_option
+@handles_errors
+def cluster_health_command(as_json):
+    from .alerts import CRITICAL, Thresholds
+    from .config import get_config
+    from .metrics import cluster_health
+    health = cluster_health(_snapshot(), Thresholds.from_config(get_config()))
+
+    def render(h):
+        head = f"cluster {h['status'].upper()} ({h['workers']['healthy']}/{h['workers']['live']} workers healthy)"
+        return "\n".join([head, *(f"  {r['severity']:<8} {r['summary']}" for r in h["reasons"])])
+    emit(health, as_json, render)
+    if health["status"] == CRITICAL:
+        sys.exit(1)

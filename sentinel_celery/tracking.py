@@ -1,0 +1,150 @@
+"""Delivery-tag tracking: which worker incarnation holds which broker message.
+
+kombu's Redis transport keeps every delivered-but-unacknowledged message in one hash keyed by
+delivery tag, but not who holds it. The worker's main process records each tag as it receives the
+message (``task_received``: one SADD), so failover knows exactly which messages a dead incarnation
+had taken — running, prefetched and ETA/countdown ones alike. Tags are not removed on ack (that
+would be a second write per task): at each heartbeat the worker removes, in one SREM, the tags its
+channel no longer holds.
+
+Redis keys (under the namespace):
+  tags:<instance>   set: delivery tags held by one worker incarnation; TTL refreshed at each beat
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterable
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+
+class TagTracker:
+    """What failover needs from a tag store."""
+
+    def record(self, instance: str, tag: str) -> None:
+        raise NotImplementedError
+
+    def forget(self, instance: str, tags: Iterable[str], ttl_s: int) -> None:
+        raise NotImplementedError
+
+    def held_by(self, instance: str) -> set[str]:
+        raise NotImplementedError
+
+    def held_elsewhere(self, tags: Iterable[str], instances: Iterable[str]) -> set[str]:
+        raise NotImplementedError
+
+    def drop(self, instance: str) -> None:
+        raise NotImplementedError
+
+
+class RedisTagTracker(TagTracker):
+    def __init__(self, client: redis.Redis, namespace: str):
+        self.client = client
+        self.ns = namespace
+
+    def key(self, instance: str) -> str:
+        return f"{self.ns}tags:{instance}"
+
+    def record(self, instance, tag):
+        self.client.sadd(self.key(instance), tag)
+
+    def record_many(self, instance: str, tags: Iterable[str]) -> None:
+        tags = list(tags)
+        if tags:
+            self.client.sadd(self.key(instance), *tags)
+
+    def forget(self, instance, tags, ttl_s):
+        tags = list(tags)
+        pipe = self.client.pipeline(transaction=False)
+        if tags:
+            pipe.srem(self.key(instance), *tags)
+        pipe.expire(self.key(instance), ttl_s)
+        pipe.execute()
+
+    def held_by(self, instance):
+        return set(self.client.smembers(self.key(instance)))
+
+    def held_elsewhere(self, tags, instances):
+        """Those of ``tags`` that one of ``instances`` recorded (it received them again after a requeue)."""
+        tags, instances = list(tags), list(instances)
+        if not tags or not instances:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for instance in instances:
+            pipe.smismember(self.key(instance), tags)
+        found: set[str] = set()
+        for flags in pipe.execute():
+            found.update(tag for tag, flag in zip(tags, flags) if flag)
+        return found
+
+    def drop(self, instance):
+        self.client.delete(self.key(instance))
+
+
+class WorkerTags:
+    """The worker main process's side: record on receive, prune at each beat, drop at shutdown."""
+
+    def __init__(self, runtime, tracker: RedisTagTracker, ttl_s: int):
+        self.runtime = runtime
+        self.tracker = tracker
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._recorded: set[str] = set()
+        self._instance = runtime.instance
+
+    def on_task_received(self, sender=None, request=None, **kwargs) -> None:
+        message = getattr(request, "message", None)
+        tag = getattr(message, "delivery_tag", None)
+        if tag is None:
+            return
+        tag = str(tag)
+        try:
+            self.tracker.record(self.runtime.instance, tag)
+        except redis.RedisError as exc:
+            # Not fatal: the message still runs; only a failover in the next moments would miss it.
+            logger.warning("sentinel: could not record delivery tag of task %s: %s", request.id, exc)
+            return
+        with self._lock:
+            self._recorded.add(tag)
+
+    def held_now(self) -> set[str] | None:
+        """Tags the worker's task channel holds (delivered, not yet acked or rejected)."""
+        consumer = getattr(self.runtime.worker, "consumer", None)
+        channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
+        qos = getattr(channel, "qos", None)
+        delivered = getattr(qos, "_delivered", None)
+        if delivered is None:
+            return None
+        # set() of a dict/set runs in C without releasing the GIL: a consistent snapshot.
+        return {str(t) for t in set(delivered) - set(getattr(qos, "_dirty", ()) or ())}
+
+    def on_beat(self, runtime) -> None:
+        with self._lock:
+            recorded = set(self._recorded)
+        held = self.held_now()
+        if held is None:
+            return
+        if runtime.instance != self._instance:
+            # Re-registered after being declared dead: what this process still legitimately holds
+            # belongs to the new incarnation now (restored tags no longer exist, so re-recording
+            # them is harmless).
+            self._instance = runtime.instance
+            self.tracker.record_many(runtime.instance, held)
+            with self._lock:
+                self._recorded = set(held)
+            return
+        gone = recorded - held
+        self.tracker.forget(runtime.instance, gone, self.ttl_s)
+        with self._lock:
+            self._recorded -= gone
+
+    def on_stop(self, runtime) -> None:
+        # Deregistered: anything still unacked is restored by kombu at channel close (warm
+        # shutdown), so nothing of this incarnation is left for failover to recover.
+        try:
+            self.tracker.drop(runtime.instance)
+        except redis.RedisError:
+            pass
