@@ -21,19 +21,18 @@ Sinks:
            with a bounded queue (full: the transition is dropped and counted) and retries with back-off;
            the evaluator never waits on it
   github   an issue per alert, labelled ``sentinel:alert``: opened once, edited on update, closed on
-           resolve. Sentinel never calls GitHub here. If the mirror exposes an outbox append function
-           (``sentinel_celery.github.outbox.append`` or ``sentinel_celery.outbox.append``), the
-           transition is appended as ``{"kind": "alert", "op": "open"|"update"|"close", "alert": name,
-           "severity", "title", "body", "labels": ["sentinel:alert"], "at"}``; the mirror coalesces it
-           like any other event. Either way the mirror can rebuild the issue state from
-           ``alerts:firing`` (what is open) and ``alerts:events`` (what changed), and records the
-           issue number it owns in ``alerts:issues``.
+           resolve. Sentinel never calls GitHub here: each transition is appended to the mirror's
+           outbox (:func:`sentinel_celery.outbox.append`) as kind ``alert``, key = the alert name,
+           state ``{"op": "open"|"update"|"close", "state": "open"|"closed", "severity", "summary",
+           "title", "body", "labels": ["sentinel:alert"], "since", "at"}``, ``final=True`` on close.
+           The same alert firing again later re-uses the key with ``state: "open"``. Without an outbox
+           module the mirror can rebuild the issue state from ``alerts:firing`` (what is open) and
+           ``alerts:events`` (what changed).
 
 Redis keys (under the namespace):
   alerts:firing   hash: alert name -> JSON {name, rule, severity, summary, value, threshold, labels,
                   since, last_seen}
   alerts:events   stream (MAXLEN ~ 1000): op (open/update/close), name, severity, summary, at
-  alerts:issues   hash: alert name -> GitHub issue number (written by the mirror, not here)
 """
 from __future__ import annotations
 
@@ -216,31 +215,29 @@ class WebhookSink:
         return not self.queue.unfinished_tasks
 
 
-def _outbox_append() -> Callable[[dict], object] | None:
-    for module in ("sentinel_celery.github.outbox", "sentinel_celery.outbox", "sentinel_celery.github"):
-        try:
-            mod = import_module(module)
-        except ModuleNotFoundError:
-            continue
-        fn = getattr(mod, "append", None)
-        if callable(fn):
-            return fn
-    return None
+def _outbox_append() -> Callable[..., object] | None:
+    try:
+        from .outbox import append
+    except ImportError:
+        return None
+    return append
 
 
 class GitHubIssueSink:
-    """Hands transitions to the mirror's outbox when one exists; see the module docstring."""
+    """Hands transitions to the mirror's outbox (``kind="alert"``, key = alert name); see the module docstring."""
 
-    def __init__(self, append: Callable[[dict], object] | None = None):
+    def __init__(self, append: Callable[..., object] | None = None):
         self.append = append if append is not None else _outbox_append()
 
     def send(self, t: Transition) -> None:
         if self.append is None:
-            return  # the mirror reads alerts:firing / alerts:events itself
+            return  # no outbox: the mirror reads alerts:firing / alerts:events itself
         a = t.alert
-        self.append({"kind": "alert", "op": t.op, "alert": a["name"], "severity": a["severity"],
-                     "title": f"[sentinel alert] {a['name']}: {a['summary']}", "body": render_issue_body(t),
-                     "labels": [ALERT_LABEL], "at": t.at})
+        self.append("alert", a["name"], {
+            "op": t.op, "state": "closed" if t.op == "close" else "open", "severity": a["severity"],
+            "summary": a["summary"], "title": f"[sentinel alert] {a['name']}: {a['summary']}",
+            "body": render_issue_body(t), "labels": [ALERT_LABEL], "since": a["since"], "at": t.at,
+        }, final=t.op == "close")
 
 
 def render_issue_body(t: Transition) -> str:
@@ -327,11 +324,19 @@ class AlertEvaluator:
                     logger.exception("alert sink %s failed", type(sink).__name__)
         return transitions
 
-    def run(self, stop: threading.Event) -> None:
-        """Tick every ``interval`` until ``stop`` is set (for a thread of the monitor leader)."""
+    def run(self, stop: threading.Event, should_tick: Callable[[], bool] = lambda: True) -> None:
+        """Tick every ``interval`` until ``stop`` is set, while ``should_tick()`` (e.g. "I am the leader")."""
         while not stop.is_set():
             try:
-                self.tick()
+                if should_tick():
+                    self.tick()
             except redis.RedisError as exc:
                 logger.warning("alert evaluation failed: %s", exc)
+            except Exception:
+                logger.exception("alert evaluation error")
             stop.wait(self.interval)
+
+    def start(self, stop: threading.Event, should_tick: Callable[[], bool] = lambda: True) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(stop, should_tick), name="sentinel-alerts", daemon=True)
+        thread.start()
+        return thread

@@ -349,3 +349,35 @@ def status_report(app, cfg: Config | None = None) -> dict:
             "would_do_now": asdict(preview),
             "last_decision": last,
             "draining": sorted(auto.client.smembers(auto.key("draining")))}
+
+
+class AutoscaleDuty:
+    """One evaluation per call while holding the fenced lease ``sentinel:autoscaler``, so only one
+    process in the cluster scales at a time — the cluster leader, or ``sentinel autoscale run``."""
+
+    LEASE = "sentinel:autoscaler"
+
+    def __init__(self, app, cfg: Config, *, owner: str, autoscaler: Autoscaler | None = None):
+        self.cfg = cfg
+        self.owner = owner
+        self.autoscaler = autoscaler or Autoscaler(app, cfg)
+        self.lease = None
+
+    def step(self) -> Decision | None:
+        from .leases import LockContended, try_acquire
+        if self.lease is None or self.lease.lost:
+            ttl = max(3 * self.cfg.get("distributed.autoscale.intervalMs") / 1000.0, 10.0)
+            try:
+                self.lease = try_acquire(self.LEASE, ttl, worker=self.owner)
+            except LockContended:
+                self.lease = None
+                return None
+        return self.autoscaler.tick(fence=self.lease.token)
+
+    def release(self) -> None:
+        if self.lease is not None:
+            try:
+                self.lease.release()
+            except redis.RedisError:
+                pass
+            self.lease = None

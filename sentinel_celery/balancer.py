@@ -317,3 +317,38 @@ class Balancer:
 
     def placements(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.client.hgetall(self.key("placements")).items()}
+
+
+def load_distribution(app, cfg: Config) -> dict:
+    """How work is spread now: per worker (slots, running, held, waiting in its direct queue,
+    utilization, processed, placements) and per type (type and coordinator queue depth)."""
+    from .coordination import coordinator_queue_name
+    client = get_redis(cfg.redis_url)
+    registry = RedisRegistry(client, cfg.namespace, cfg.get("distributed.heartbeat.staleThresholdMs"))
+    broker = BrokerQueues(app)
+    live = registry.workers(include_offline=False)
+    types = cfg.task_types
+    depths = broker.depths([*(direct_queue_name(w.id) for w in live), *types,
+                            *(coordinator_queue_name(t) for t in types)])
+    placed = {k: int(v) for k, v in client.hgetall(f"{cfg.namespace}balancer:placements").items()}
+    processed_total = sum(int(w["processed"] or 0) for w in live) or 1
+    rows = []
+    for w in sorted(live, key=lambda w: w.id):
+        processed = int(w["processed"] or 0)
+        rows.append({"id": w.id, "status": w.status, "slots": w.max_tasks, "running": w.active,
+                     "held": max(w.active, int(w["reserved"] or 0)), "waiting": depths[direct_queue_name(w.id)],
+                     "utilization": round(w.utilization, 3), "processed": processed,
+                     "share": round(processed / processed_total, 3), "placed": placed.get(w.id, 0)})
+    utils = [r["utilization"] for r in rows if r["status"] == ONLINE]
+    mean = sum(utils) / len(utils) if utils else 0.0
+    stdev = (sum((u - mean) ** 2 for u in utils) / len(utils)) ** 0.5 if utils else 0.0
+    return {
+        "strategy": cfg.get("distributed.loadBalancer.strategy"),
+        "pattern": cfg.get("distributed.coordination.pattern"),
+        "workers": rows,
+        "queues": [{"type": t, "waiting": depths[t], "coordinator": depths[coordinator_queue_name(t)]}
+                   for t in types],
+        "placed_on_type_queue": placed.get(TYPE_QUEUE, 0),
+        "utilization": {"mean": round(mean, 3), "min": min(utils, default=0.0), "max": max(utils, default=0.0),
+                        "stdev": round(stdev, 3)},
+    }

@@ -163,6 +163,25 @@ def workers_capacity(as_json):
     emit(data, as_json, render)
 
 
+@workers.command("drain", help="Stop a worker taking work, let it finish what it holds, then warm-stop it.")
+@click.argument("worker_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for its tasks (default: "
+              "distributed.autoscale.drainTimeoutSeconds).")
+@click.option("--keep-running", is_flag=True, help="Stop consuming and finish, but do not shut it down.")
+@json_option
+@handles_errors
+def workers_drain(worker_id, timeout, keep_running, as_json):
+    from .drain import DrainError, drain
+    from .plugin import create_app
+    try:
+        result = drain(create_app("sentinel_celery"), worker_id, timeout=timeout, shutdown=not keep_running,
+                       progress=None if as_json else (lambda msg: click.echo(f"{worker_id}: {msg}")))
+    except DrainError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        emit(result.as_dict(), True, str)
+
+
 # -- locks ------------------------------------------------------------------------------------------
 @main.group(help="Fenced leases (locks).")
 def locks() -> None:
@@ -222,7 +241,11 @@ def _register_subcommands() -> None:
     for module, attr in (("sentinel_celery.hub.cli", "hub_command"),
                          ("sentinel_celery.demo", "demo_command"),
                          ("sentinel_celery.clustercli", "cluster"),
+                         ("sentinel_celery.memorycli", "memory_group"),
+                         ("sentinel_celery.autoscalecli", "autoscale_group"),
                          ("sentinel_celery.opscli", "worker"),
+                         ("sentinel_celery.failovercli", "failover_group"),
+                         ("sentinel_celery.failovercli", "monitor_command"),
                          ("sentinel_celery.opscli", "logs_command"),
                          ("sentinel_celery.opscli", "metrics_group"),
                          ("sentinel_celery.opscli", "alerts_group"),
@@ -236,7 +259,8 @@ def _register_subcommands() -> None:
         main.add_command(command)
 
 
-_register_subcommands()
+if __name__ != "__main__":
+    _register_subcommands()
 
 
 @click.group(name="sentinel", cls=click.Group, commands=main.commands,
@@ -246,4 +270,7 @@ def celery_command() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's ``main``, not this ``__main__`` copy: subcommand modules import
+    # their helpers from ``sentinel_celery.cli``, and register on that module's group.
+    from sentinel_celery.cli import main as _main
+    _main()

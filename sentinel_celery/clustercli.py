@@ -1,8 +1,7 @@
 """The ``sentinel cluster`` command group: cluster-wide views (metrics, health, load distribution).
 
 Subsystems add their commands to :data:`cluster` (``@cluster.command(...)``); ``cli.py`` registers the
-group. The group is created before importing ``cli`` so that ``python -m sentinel_celery.cli`` (which
-imports this module while ``cli`` runs as ``__main__``) finds it already defined.
+group.
 """
 from __future__ import annotations
 
@@ -11,9 +10,9 @@ import sys
 
 import click
 
-cluster = click.Group("cluster", help="Cluster-wide views: metrics, health, load distribution.")
+from .cli import emit, handles_errors, json_option, table
 
-from .cli import emit, handles_errors, json_option, table  # noqa: E402
+cluster = click.Group("cluster", help="Cluster-wide views: metrics, health, load distribution.")
 
 
 def _snapshot():
@@ -78,3 +77,28 @@ def cluster_health_command(as_json):
     emit(health, as_json, render)
     if health["status"] == CRITICAL:
         sys.exit(1)
+
+
+@cluster.command("load-distribution",
+                 help="How work is spread over workers: slots, running, waiting in direct queues, placements.")
+@json_option
+@handles_errors
+def cluster_load_distribution_command(as_json):
+    from .balancer import load_distribution
+    from .config import get_config
+    from .plugin import create_app
+    data = load_distribution(create_app("sentinel_celery"), get_config())
+
+    def render(d):
+        u = d["utilization"]
+        head = (f"strategy {d['strategy']}, pattern {d['pattern']}; utilization mean {u['mean']:.0%}, "
+                f"min {u['min']:.0%}, max {u['max']:.0%}, stdev {u['stdev']:.2f}; "
+                f"{d['placed_on_type_queue']} task(s) left on type queues by the balancer")
+        rows = [{**w, "util": f"{w['utilization']:.0%}", "share": f"{w['share']:.0%}"} for w in d["workers"]]
+        workers = table(rows, [("id", "WORKER"), ("status", "STATUS"), ("slots", "SLOTS"), ("running", "RUNNING"),
+                               ("held", "HELD"), ("waiting", "DIRECT WAITING"), ("util", "UTIL"),
+                               ("processed", "DONE"), ("share", "SHARE"), ("placed", "PLACED")]) \
+            if rows else "no workers registered"
+        queues = table(d["queues"], [("type", "TYPE"), ("waiting", "TYPE QUEUE"), ("coordinator", "COORDINATOR")])
+        return "\n\n".join([head, workers, queues])
+    emit(data, as_json, render)

@@ -12,8 +12,9 @@
                  ``leader`` assigns to the workers of its group (``metadata.group``, else
                  ``metadata.region``; itself included). Leaders compete for the coordinator queue,
                  and a leader takes a task only when its group has a free slot, so groups pull work
-                 while members are pushed work. If no leader is online, the cluster leader moves
-                 coordinator queues to the type queues, so nothing waits for a leader forever.
+                 while members are pushed work. When no online leader's group runs a type, the
+                 cluster leader moves that type's coordinator queue to its type queue, so nothing
+                 waits for a leader forever.
 
 A move out of a coordinator queue is one atomic compare-and-move; the message's home becomes the
 coordinator queue, so a task restored after a worker died (or retried) is assigned again.
@@ -147,16 +148,19 @@ class Dispatcher:
 
 
 def leaderless_fallback(app, cfg: Config, workers: list[WorkerInfo], broker: BrokerQueues | None = None) -> int:
-    """``hierarchical`` without any online group leader: coordinator queues go to the type queues."""
-    if any(w.status == ONLINE and is_group_leader(w["metadata"]) for w in workers):
-        return 0
+    """``hierarchical``: a type that no online group leader can place (no leader whose group has an
+    online worker of that type) goes from its coordinator queue to its type queue, so it is pulled."""
+    online = [w for w in workers if w.status == ONLINE]
+    leader_groups = {group_of(w) for w in online if is_group_leader(w["metadata"])}
     broker = broker or BrokerQueues(app)
     moved = 0
     for task_type in cfg.task_types:
+        if any(group_of(w) in leader_groups and task_type in (w["queues"] or []) for w in online):
+            continue
         n = len(broker.move_all(coordinator_queue_name(task_type), task_type))
         if n:
-            logger.warning("sentinel: no group leader online; moved %d %s task(s) to the %s queue",
-                           n, task_type, task_type)
+            logger.warning("sentinel: no group leader can place %s tasks; moved %d to the %s queue",
+                           task_type, n, task_type)
         moved += n
     return moved
 
@@ -224,9 +228,9 @@ class CoordinationThread(threading.Thread):
         if self.cfg.get("distributed.autoscale.enabled") and \
                 self._every("autoscale", self.cfg.get("distributed.autoscale.intervalMs") / 1000.0):
             if self.autoscaler is None:
-                from .autoscale import Autoscaler
-                self.autoscaler = Autoscaler(self.app, self.cfg)
-            self.autoscaler.tick(fence=self.lease.token)
+                from .autoscale import AutoscaleDuty
+                self.autoscaler = AutoscaleDuty(self.app, self.cfg, owner=self.worker_id)
+            self.autoscaler.step()
 
     def _online_workers(self) -> list[WorkerInfo]:
         from .bootsteps import get_registry
@@ -242,6 +246,8 @@ class CoordinationThread(threading.Thread):
             self.lease = None
 
     def release(self) -> None:
+        if self.autoscaler is not None:
+            self.autoscaler.release()
         if self.lease is not None:
             try:
                 self.lease.release()

@@ -99,11 +99,18 @@ class RedisLogHandler(logging.Handler):
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
-                self.flush()
+                self._ship()
             except Exception:  # Redis away: keep the buffer (bounded), try again next round
                 time.sleep(self.flush_interval)
 
     def flush(self) -> None:
+        """Ship what is buffered now; never raises (logging calls it at exit, too)."""
+        try:
+            self._ship()
+        except Exception:
+            pass
+
+    def _ship(self) -> None:
         if self._pid != os.getpid():
             return
         with self._flush_lock:

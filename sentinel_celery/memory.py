@@ -140,7 +140,7 @@ class SharedMemory:
         self._set = client.register_script(_SET)
         self._delete = client.register_script(_DELETE)
         self._cache: OrderedDict[tuple[str, str], tuple[Entry | None, float]] = OrderedDict()
-        self._generation: dict[str, int] = {}
+        self._seen: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()  # last event per key
         self._lock = threading.Lock()
         self._watches: builtins.list[Watch] = []
         self._subscriber: _Subscriber | None = None
@@ -171,7 +171,7 @@ class SharedMemory:
         if int(res[0]) == 0:
             raise StaleWrite(namespace, key, int(expected_version), int(res[1]))
         entry = Entry(key, namespace, json.loads(text), int(res[1]), int(res[2]), self.writer)
-        self._evict(namespace, key)
+        self._remember(entry.namespace, entry.key, entry)
         return entry
 
     def delete(self, key: str, namespace: str = DEFAULT_NAMESPACE, *, expected_version: int | None = None) -> bool:
@@ -184,7 +184,8 @@ class SharedMemory:
                                  namespace, key, self.channel])
         if int(res[0]) == 0:
             raise StaleWrite(namespace, key, int(expected_version), int(res[1]))
-        self._evict(namespace, key)
+        with self._lock:
+            self._cache.pop((namespace, key), None)
         return int(res[1]) > 0
 
     def update(self, key: str, fn: Callable[[Any], Any], namespace: str = DEFAULT_NAMESPACE, *,
@@ -210,20 +211,32 @@ class SharedMemory:
                 if hit is not None and time.monotonic() - hit[1] < self.refresh_s:
                     self._cache.move_to_end(ck)
                     return hit[0]
-                generation = self._generation.get(namespace, 0)
         value, version, ts, writer = self.client.hmget(self._key(namespace, f"entry:{key}"),
                                                        "value", "version", "ts", "writer")
         entry = None if value is None else Entry(key, namespace, json.loads(value), int(version), int(ts),
                                                  writer or "")
         if use_cache:
-            with self._lock:
-                # an event that arrived while we read may be about this key: do not cache the read
-                if self._generation.get(namespace, 0) == generation:
-                    self._cache[ck] = (entry, time.monotonic())
-                    self._cache.move_to_end(ck)
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+            self._remember(namespace, key, entry)
         return entry
+
+    def _remember(self, namespace: str, key: str, entry: Entry | None) -> None:
+        """Cache a read (or our own write) unless an event already told of something newer."""
+        sub = self._subscriber
+        if self.cache_size <= 0 or sub is None or not sub.connected.is_set():
+            return  # without change events a cached entry could go stale unnoticed
+        ck = (namespace, key)
+        with self._lock:
+            seen = self._seen.get(ck)
+            if seen is not None:
+                version, op = seen
+                if entry is None and op == "set":
+                    return  # set after our read said absent
+                if entry is not None and (version > entry.version or (op == "delete" and version >= entry.version)):
+                    return  # changed or deleted after our read
+            self._cache[ck] = (entry, time.monotonic())
+            self._cache.move_to_end(ck)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def get(self, key: str, namespace: str = DEFAULT_NAMESPACE, default: Any = None) -> Any:
         e = self.entry(key, namespace)
@@ -274,24 +287,31 @@ class SharedMemory:
             self._subscriber.connected.wait(2.0)
         return self._subscriber
 
-    def _evict(self, namespace: str, key: str | None) -> None:
-        with self._lock:
-            self._generation[namespace] = self._generation.get(namespace, 0) + 1
-            if key is None:
-                for ck in [ck for ck in self._cache if ck[0] == namespace]:
-                    del self._cache[ck]
-            else:
-                self._cache.pop((namespace, key), None)
-
     def _on_event(self, event: dict) -> None:
-        self._evict(event.get("namespace", ""), event.get("key"))
+        ck = (str(event.get("namespace", "")), str(event.get("key", "")))
+        version, op = int(event.get("version") or 0), event.get("op", "set")
+        with self._lock:
+            seen = self._seen.get(ck)
+            if seen is None or version >= seen[0]:
+                self._seen[ck] = (version, op)
+                self._seen.move_to_end(ck)
+                while len(self._seen) > 4 * max(self.cache_size, 1):
+                    self._seen.popitem(last=False)
+            hit = self._cache.get(ck)
+            if hit is not None:
+                cached = hit[0]
+                # our own write comes back as an event too: keep what is already this new
+                stale = (cached is None or cached.version < version) if op == "set" else \
+                    (cached is not None and cached.version <= version)
+                if stale:
+                    del self._cache[ck]
         for w in builtins.list(self._watches):
             w._offer(event)
 
     def _on_disconnect(self) -> None:
         with self._lock:
             self._cache.clear()
-            self._generation = {ns: n + 1 for ns, n in self._generation.items()}
+            self._seen.clear()
 
     def watch(self, key: str | None = None, namespace: str = DEFAULT_NAMESPACE,
               callback: Callable[[dict], None] | None = None) -> "Watch":

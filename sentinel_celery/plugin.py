@@ -71,6 +71,8 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     app.steps["worker"].add(SentinelWorkerStep)
     from .coordination import install_worker_duties
     install_worker_duties()
+    from .monitor import connect_worker_duties
+    connect_worker_duties(app)
     connect_worker_signals(app, cfg)
     from .logs import connect_log_signals
     from .taskstats import connect_task_stats

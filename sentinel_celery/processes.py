@@ -72,8 +72,8 @@ def worker_argv(worker_id: str, *, app: str = "sentinel_celery", queues: Sequenc
         argv += ["-Q", ",".join(queues)]
     if concurrency:
         argv += ["-c", str(concurrency)]
-    for module in include:
-        argv += ["-I", module]
+    if include:  # one -I with a comma-separated list: Celery keeps only the last of repeated -I
+        argv += ["-I", ",".join(include)]
     return argv + list(extra)
 
 

@@ -23,6 +23,7 @@ Shape::
 Redis keys read (written by the mirror when it exists; nothing here writes):
   github:status   hash: requests:<status> -> count, rate_limit_remaining, rate_limit_reset,
                   outbox_depth, lag_seconds, last_flush — the contract :func:`mirror_status` falls back to
+  github:outbox   stream (owned by outbox.py): its length is the outbox depth when the hash has none
 """
 from __future__ import annotations
 
@@ -122,8 +123,8 @@ def _optional(module: str):
     try:
         return import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
+        if not exc.name or not (module + ".").startswith(exc.name + "."):
+            raise  # the module exists but something it imports is missing
         return None
 
 
@@ -142,6 +143,15 @@ def failover_summary(cfg: Config, client: redis.Redis) -> dict | None:
         return None
 
 
+def failover_history(cfg: Config, client: redis.Redis, limit: int = 20) -> list[dict] | None:
+    """Recent failover events, newest first; None if the failover module is not installed."""
+    failover = _optional("sentinel_celery.failover")
+    history = getattr(failover, "failover_history", None) if failover else None
+    if history is None:
+        return None
+    return [dict(e) for e in history(cfg, client, limit)]
+
+
 def mirror_status(cfg: Config, client: redis.Redis) -> dict | None:
     """The GitHub mirror's status, or None while there is no mirror.
 
@@ -154,7 +164,8 @@ def mirror_status(cfg: Config, client: redis.Redis) -> dict | None:
         if fn is not None:
             return fn(cfg, client)
     raw = client.hgetall(f"{cfg.namespace}github:status")
-    if not raw:
+    outbox = _optional("sentinel_celery.outbox")
+    if not raw and not (outbox and cfg.get("github.enabled") and cfg.get("github.repo")):
         return None
 
     def num(key, cast=float):
@@ -164,7 +175,9 @@ def mirror_status(cfg: Config, client: redis.Redis) -> dict | None:
             return None
     requests = {k.split(":", 1)[1]: int(v) for k, v in raw.items() if k.startswith("requests:")}
     return {"requests": requests, "rate_limit_remaining": num("rate_limit_remaining", int),
-            "rate_limit_reset": num("rate_limit_reset"), "outbox_depth": num("outbox_depth", int),
+            "rate_limit_reset": num("rate_limit_reset"),
+            "outbox_depth": num("outbox_depth", int) if raw.get("outbox_depth") or not outbox
+            else int(client.xlen(outbox.outbox_key(cfg.namespace))),
             "lag_seconds": num("lag_seconds"), "last_flush": num("last_flush")}
 
 

@@ -17,11 +17,24 @@ import logging
 from celery import Task
 
 from .config import get_config
+from .fencing import check_before_start
 from .leases import Lease, LeaseLost, LockContended, backoff_delays, try_acquire
 
 logger = logging.getLogger(__name__)
 
 CONTENTION_POLICIES = ("retry", "fail", "skip")
+
+#: callables(task, lease, held: bool) told when a leased task takes (True) and gives back (False)
+#: its lease; the GitHub mirror uses this for the ``sentinel:locked`` label. They must not raise.
+lease_hooks: list = []
+
+
+def _tell_lease_hooks(task, lease, held: bool) -> None:
+    for hook in lease_hooks:
+        try:
+            hook(task, lease, held)
+        except Exception:
+            logger.exception("sentinel: lease hook failed")
 
 
 class SentinelTask(Task):
@@ -35,6 +48,10 @@ class SentinelTask(Task):
     def lease(self) -> Lease | None:
         """The lease held by the current execution, if any."""
         return getattr(self.request, "sentinel_lease", None)
+
+    def before_start(self, task_id, args, kwargs):
+        # A worker declared dead and back (SIGCONT) must not start what failover gave to another.
+        check_before_start(self)
 
     def lease_name(self, args: tuple, kwargs: dict) -> str:
         if self.lock_key is True:
@@ -71,11 +88,15 @@ class SentinelTask(Task):
         except LockContended as exc:
             return self._contended(exc, cfg)
         self.request.sentinel_lease = held
+        if lease_hooks:
+            _tell_lease_hooks(self, held, True)
         try:
             result = Task.__call__(self, *args, **kwargs)
         finally:
             released = held.release()
             self.request.sentinel_lease = None
+            if lease_hooks:
+                _tell_lease_hooks(self, held, False)
         if not released and held.lost:
             raise LeaseLost(held.name, held.token)
         return result

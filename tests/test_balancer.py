@@ -2,13 +2,16 @@
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from sentinel_celery.balancer import Balancer, LoadView, direct_queue_name, direct_queues_key
 from sentinel_celery.bootsteps import get_registry
 from sentinel_celery.broker import BrokerQueues
+from sentinel_celery.cli import main
 from sentinel_celery.config import load_config
 from sentinel_celery.processes import wait_for
 from sentinel_celery.rebalance import rebalance
+from tests.fakes import fake_worker
 
 FAST = {
     "distributed": {
@@ -22,20 +25,6 @@ FAST = {
 @pytest.fixture
 def shared_config():
     return FAST
-
-
-def fake_worker(wid, *, slots, types=("build",), active=0, reserved=0, cpu=1, memory=1024, direct=True,
-                metadata=None):
-    """A registry entry as a worker writes it, without a process behind it."""
-    reg = get_registry()
-    queues = [*types, *([direct_queue_name(wid)] if direct else [])]
-    reg.register(wid, f"inst-{wid}", {"nodename": f"{wid}@test", "queues": queues, "metadata": metadata or {},
-                                      "capacity": {"maxConcurrentTasks": slots, "cpuCores": cpu, "memoryMb": memory,
-                                                   "supportedTaskTypes": list(types)},
-                                      "concurrency": slots})
-    reg.beat(wid, f"inst-{wid}", {"active": active, "reserved": max(active, reserved), "concurrency": slots})
-    if direct:
-        reg.client.sadd(direct_queues_key(load_config().namespace), wid)
 
 
 def balancer(app, ttl=60.0, **lb):
@@ -199,6 +188,12 @@ def test_workers_consume_their_direct_queue_and_placement_follows_capacity(worke
     assert by_worker == ["rw1", "rw2", "rw2"]
     placements = Balancer(celery_client, load_config()).placements()
     assert placements == {"rw1": 1, "rw2": 2}
+    out = CliRunner().invoke(main, ["cluster", "load-distribution", "--json"])
+    assert out.exit_code == 0, out.output
+    dist = json.loads(out.output)
+    assert [(w["id"], w["slots"], w["placed"], w["waiting"]) for w in dist["workers"]] == [
+        ("rw1", 1, 1, 0), ("rw2", 2, 2, 0)]
+    assert "DIRECT WAITING" in CliRunner().invoke(main, ["cluster", "load-distribution"]).output
 
 
 def test_a_dead_workers_direct_queue_is_rerouted_and_runs_once(workers, celery_client, rclient, namespace):

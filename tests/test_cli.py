@@ -19,7 +19,7 @@ def test_workers_list_and_capacity_show_a_real_worker(workers):
     assert out.exit_code == 0, out.output
     (row,) = json.loads(out.output)
     assert row["id"] == "cli-w" and row["status"] == "online" and row["region"] == "ap-south"
-    assert row["queues"] == ["build", "test"] and row["incarnation"] >= 1
+    assert row["queues"] == ["build", "sentinel.direct.cli-w", "test"] and row["incarnation"] >= 1
     text = run("workers", "list").output
     assert "cli-w" in text and "online" in text and "WORKER" in text
     cap = json.loads(run("workers", "capacity", "--json").output)

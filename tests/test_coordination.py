@@ -5,11 +5,12 @@ import pytest
 
 from sentinel_celery.balancer import direct_queue_name
 from sentinel_celery.broker import BrokerQueues
-from sentinel_celery.coordination import (ASSIGNMENTS, coordinator_queue_name, leaderless_fallback,
+from sentinel_celery.coordination import (ASSIGNMENTS, Dispatcher, coordinator_queue_name, leaderless_fallback,
                                           message_kwargs)
 from sentinel_celery.bootsteps import get_registry
 from sentinel_celery.config import load_config
 from sentinel_celery.memory import shared_memory
+from tests.fakes import fake_worker
 
 BASE = {
     "locking": {"ttlSeconds": 30, "retryAttempts": 3, "retryDelayMs": 200},
@@ -76,6 +77,41 @@ def test_group_leader_assigns_only_within_its_group(workers, celery_client, rcli
 
 
 @pytest.mark.parametrize("shared_config", [pattern("hierarchical")])
+def test_a_type_no_leader_can_place_falls_back_to_its_type_queue(celery_client):
+    fake_worker("lead", slots=2, types=("build",), metadata={"role": "leader", "group": "g"})
+    fake_worker("deployer", slots=2, types=("deploy",), metadata={"group": "other"})
+    build = celery_client.send_task("tests.record", args=["b"], job_type="build")
+    deploy = celery_client.send_task("tests.record", args=["d"], job_type="deploy")
+    cfg = load_config()
+    assert leaderless_fallback(celery_client, cfg, get_registry(cfg).workers()) == 1
+    broker = BrokerQueues(celery_client)
+    assert [m.task_id for m in broker.peek(coordinator_queue_name("build"))] == [build.id]  # its leader places it
+    assert [m.task_id for m in broker.peek("deploy")] == [deploy.id]
+
+
+@pytest.mark.parametrize("shared_config", [pattern("master_worker")])
+def test_dispatcher_places_by_strategy_and_affinity_and_leaves_the_rest_waiting(celery_client):
+    fake_worker("d1", slots=1)
+    fake_worker("d2", slots=2)
+    cfg = load_config(overrides={"distributed.loadBalancer.strategy": "affinity"})
+    ids = [celery_client.send_task("tests.record", args=[i], kwargs={"project_id": "same"}, job_type="build").id
+           for i in range(5)]
+    dispatcher = Dispatcher(celery_client, cfg, assigner="test")
+    assert dispatcher.dispatch_once() == 3           # three free slots in all
+    broker = BrokerQueues(celery_client)
+    assert broker.depth(coordinator_queue_name("build")) == 2
+    on_d1 = broker.peek(direct_queue_name("d1"))
+    on_d2 = broker.peek(direct_queue_name("d2"))
+    # affinity: the first goes by the fallback (least_loaded: d2 has more room), the next sticks to d2
+    assert [m.task_id for m in on_d2] == ids[:2] and [m.task_id for m in on_d1] == [ids[2]]
+    for m in on_d1 + on_d2:  # restored or retried, a task goes back to the coordinator
+        assert m.properties["delivery_info"]["routing_key"] == "sentinel.coord.build"
+    assignments = shared_memory(cfg).list(ASSIGNMENTS)
+    assert {k: v["worker"] for k, v in assignments.items()} == {ids[0]: "d2", ids[1]: "d2", ids[2]: "d1"}
+    assert dispatcher.dispatch_once() == 0           # everyone is full now: the rest keeps waiting
+
+
+@pytest.mark.parametrize("shared_config", [pattern("hierarchical")])
 def test_without_any_group_leader_coordinator_queues_fall_back_to_pull(celery_client):
     results = [celery_client.send_task("tests.record", args=[f"x{i}"]) for i in range(3)]
     broker = BrokerQueues(celery_client)
@@ -84,4 +120,3 @@ def test_without_any_group_leader_coordinator_queues_fall_back_to_pull(celery_cl
     moved = leaderless_fallback(celery_client, cfg, get_registry(cfg).workers())
     assert moved == 3 and broker.depth(coordinator_queue_name("build")) == 0
     assert [m.task_id for m in broker.peek("build")] == [r.id for r in results]
-    assert direct_queue_name("x") == "sentinel.direct.x"
