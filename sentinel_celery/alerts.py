@@ -44,7 +44,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from importlib import import_module
 from typing import Callable, Iterable
 
 import redis

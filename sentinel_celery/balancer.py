@@ -241,6 +241,7 @@ class Balancer:
 
     def __call__(self, name: str, task_type: str, args, kwargs, options: dict) -> dict | None:
         requested = options.pop("balance", None)
+        explicit_affinity = options.pop("affinity", None)
         strategy = requested or self.cfg.get("distributed.loadBalancer.strategy")
         if strategy not in STRATEGIES:
             raise ValueError(f"balance={strategy!r} is not a load-balancing strategy; "
@@ -249,7 +250,7 @@ class Balancer:
         if pattern != "peer_to_peer" and requested is None:
             from .coordination import coordinator_route
             return coordinator_route(task_type)
-        affinity = self.affinity_value(kwargs, options) if (
+        affinity = self.affinity_value(kwargs, explicit_affinity) if (
             strategy == "affinity" or self.cfg.get("distributed.loadBalancer.affinityEnabled")) else None
         if strategy == "pull" and affinity is None:
             return None
@@ -260,8 +261,8 @@ class Balancer:
         return {"queue": direct_queue(chosen.id), "routing_key": direct_queue_name(chosen.id),
                 HOME_PROPERTY: task_type}
 
-    def affinity_value(self, kwargs, options: dict) -> str | None:
-        explicit = options.pop("affinity", None)
+    def affinity_value(self, kwargs, explicit=None) -> str | None:
+        """The task's affinity value: a per-call ``affinity=``, else ``kwargs[affinityKey]``."""
         if explicit is not None:
             return str(explicit)
         value = (kwargs or {}).get(self.options.get("affinityKey") or "")

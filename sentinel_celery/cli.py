@@ -239,6 +239,8 @@ def _register_subcommands() -> None:
     """Command groups owned by other modules; each is optional so one broken part cannot hide the rest."""
     from importlib import import_module
     for module, attr in (("sentinel_celery.hub.cli", "hub_command"),
+                         ("sentinel_celery.github.cli", "github_group"),
+                         ("sentinel_celery.github.cli", "mirror_command"),
                          ("sentinel_celery.demo", "demo_command"),
                          ("sentinel_celery.clustercli", "cluster"),
                          ("sentinel_celery.memorycli", "memory_group"),

@@ -80,11 +80,13 @@ def drain(app, worker_id: str, *, cfg: Config | None = None, timeout: float | No
     registry.set_state(worker_id, DRAINING)
     say(f"marked draining; cancelling {len(result.queues)} queue(s) on {nodename}")
     answer_timeout = max(cfg.get("distributed.heartbeat.pingTimeoutMs") / 1000.0, 1.0)
+    # A worker registers before its consumer (and remote control) is up: give a fresh one time to answer.
+    answer_deadline = time.monotonic() + max(15.0, 10 * answer_timeout)
     for queue in result.queues:
-        replies = app.control.cancel_consumer(queue, destination=[nodename], reply=True, timeout=answer_timeout)
-        if not replies:
-            raise DrainError(f"worker '{worker_id}' ({nodename}) did not answer cancel_consumer for '{queue}'; "
-                             f"it is still marked draining")
+        while not app.control.cancel_consumer(queue, destination=[nodename], reply=True, timeout=answer_timeout):
+            if time.monotonic() > answer_deadline:
+                raise DrainError(f"worker '{worker_id}' ({nodename}) did not answer cancel_consumer for "
+                                 f"'{queue}'; it is still marked draining")
 
     result.moved_home += len(broker.move_all(direct_queue_name(worker_id), lambda m: home_queue(app, cfg, m)))
     say(f"stopped consuming; {result.moved_home} waiting task(s) sent back home; waiting for held tasks")

@@ -31,6 +31,7 @@ from typing import Iterator
 
 import redis
 from celery import signals
+from celery._state import get_current_task
 
 from .config import Config, get_config
 from .connection import get_redis, server_time_ms
@@ -132,7 +133,6 @@ class RedisLogHandler(logging.Handler):
 
 
 def _current_task(record: logging.LogRecord) -> tuple[str | None, str | None]:
-    from celery._state import get_current_task
     task = get_current_task()
     if task is not None and task.request.id:
         return task.request.id, task.name

@@ -31,7 +31,8 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     if not conf.broker_url:
         conf.broker_url = cfg.redis_url
     if conf.result_backend is None:
-        conf.result_backend = cfg.redis_url
+        from .github import result_backend_url
+        conf.result_backend = result_backend_url(cfg)  # github+redis:// when GitHub is configured
 
     default_queue = conf.task_default_queue or "celery"
     queues = [Queue(t, routing_key=t) for t in cfg.task_types]
@@ -74,6 +75,8 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     from .monitor import connect_worker_duties
     connect_worker_duties(app)
     connect_worker_signals(app, cfg)
+    from .github import connect as connect_github
+    connect_github(app, cfg)
     from .logs import connect_log_signals
     from .taskstats import connect_task_stats
     connect_task_stats()

@@ -20,10 +20,7 @@ Shape::
      "failover": {"failovers", "recovered_tasks", "last": {...} | None} | None,
      "github": {"requests": {"200": n}, "rate_limit_remaining", "outbox_depth", "lag_seconds", ...} | None}
 
-Redis keys read (written by the mirror when it exists; nothing here writes):
-  github:status   hash: requests:<status> -> count, rate_limit_remaining, rate_limit_reset,
-                  outbox_depth, lag_seconds, last_flush — the contract :func:`mirror_status` falls back to
-  github:outbox   stream (owned by outbox.py): its length is the outbox depth when the hash has none
+Redis keys: none of its own; it reads those of the modules above.
 """
 from __future__ import annotations
 
@@ -39,7 +36,7 @@ import redis
 from .broker import BrokerQueues
 from .config import Config
 from .connection import get_redis, server_time_ms
-from .registry import ONLINE, RedisRegistry
+from .registry import RedisRegistry
 from .taskstats import SENT_HEADER, read_latency, read_outcomes
 
 logger = logging.getLogger(__name__)
@@ -153,32 +150,9 @@ def failover_history(cfg: Config, client: redis.Redis, limit: int = 20) -> list[
 
 
 def mirror_status(cfg: Config, client: redis.Redis) -> dict | None:
-    """The GitHub mirror's status, or None while there is no mirror.
-
-    A mirror package that exposes ``mirror_status(cfg, client)`` is asked; otherwise the
-    ``github:status`` hash (see the module docstring) is read if the mirror wrote it.
-    """
-    for module in ("sentinel_celery.github", "sentinel_celery.github.status"):
-        mod = _optional(module)
-        fn = getattr(mod, "mirror_status", None) if mod else None
-        if fn is not None:
-            return fn(cfg, client)
-    raw = client.hgetall(f"{cfg.namespace}github:status")
-    outbox = _optional("sentinel_celery.outbox")
-    if not raw and not (outbox and cfg.get("github.enabled") and cfg.get("github.repo")):
-        return None
-
-    def num(key, cast=float):
-        try:
-            return cast(raw[key]) if raw.get(key) not in (None, "") else None
-        except ValueError:
-            return None
-    requests = {k.split(":", 1)[1]: int(v) for k, v in raw.items() if k.startswith("requests:")}
-    return {"requests": requests, "rate_limit_remaining": num("rate_limit_remaining", int),
-            "rate_limit_reset": num("rate_limit_reset"),
-            "outbox_depth": num("outbox_depth", int) if raw.get("outbox_depth") or not outbox
-            else int(client.xlen(outbox.outbox_key(cfg.namespace))),
-            "lag_seconds": num("lag_seconds"), "last_flush": num("last_flush")}
+    """The GitHub mirror's status (:func:`sentinel_celery.github.mirror_status`), None without a mirror."""
+    github = _optional("sentinel_celery.github")
+    return github.mirror_status(cfg, client) if github else None
 
 
 def read_firing_alerts(client: redis.Redis, ns: str) -> list[dict]:
@@ -214,7 +188,3 @@ def live_workers(snapshot: dict) -> list[dict]:
 def healthy(worker: dict) -> bool:
     """Beating in time: online, or draining/stopping (finishing their work)."""
     return worker["status"] not in ("offline", "stale")
-
-
-def is_online(worker: dict) -> bool:
-    return worker["status"] == ONLINE

@@ -10,7 +10,6 @@ from sentinel_celery.alerts import (AlertEvaluator, AlertState, GitHubIssueSink,
                                     WebhookSink, evaluate_alerts)
 from sentinel_celery.cli import main
 from sentinel_celery.config import get_config
-from sentinel_celery.processes import wait_for
 
 
 def worker(wid, status="online", active=0, capacity=4):

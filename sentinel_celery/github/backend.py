@@ -87,6 +87,12 @@ def task_event(app, task_id: str, result, state: str, traceback, request, link: 
         elif result is not None:
             event["result"] = repr(result)[:500]
         event["error"] = None
+    elif isinstance(result, dict) and "exc_type" in result:  # an exception, as the backend encodes it
+        message = result.get("exc_message")
+        if isinstance(message, (list, tuple)):
+            message = message[0] if len(message) == 1 else " ".join(str(m) for m in message)
+        event["error"] = str(message or "")[-ERROR_MAX:] or str(result["exc_type"])
+        event["error_type"] = str(result["exc_type"])
     elif isinstance(result, BaseException):
         event["error"] = str(result)[-ERROR_MAX:] or type(result).__name__
         event["error_type"] = type(result).__name__
