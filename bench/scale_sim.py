@@ -17,6 +17,7 @@ Bounded: it stops after ``--seconds`` and deletes every key it wrote (its own na
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--churn-per-day", type=float, default=1.0, help="restarts per worker per day (model)")
     parser.add_argument("--linked-jobs-per-hour", type=float, default=500.0, help="jobs linked to GitHub (model)")
     args = parser.parse_args()
+    logging.getLogger("sentinel_celery").setLevel(logging.ERROR)  # the failovers it provokes are expected
 
     url, server = ensure_redis(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     ns = f"scale-sim-{uuid.uuid4().hex[:6]}:"

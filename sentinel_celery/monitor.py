@@ -58,8 +58,10 @@ class Monitor:
         """One tick: take or keep the lease; if ours, one failover pass. Returns its events."""
         if not self.is_leader:
             self.lease = None
+            if self.failover.client.exists(self.failover.leases.key(LEASE_NAME)):
+                return []  # a leader is in place: do not count a contention every tick
             try:
-                self.lease = try_acquire(LEASE_NAME, self.ttl, worker=self.worker_id)
+                self.lease = try_acquire(LEASE_NAME, self.ttl, worker=self.worker_id, backend=self.failover.leases)
             except LockContended:
                 return []
             logger.info("sentinel: %s now runs the failover monitor (token %s)", self.actor, self.lease.token)

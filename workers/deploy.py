@@ -6,6 +6,7 @@ from sentinel_celery.task import SentinelTask
 
 
 @shared_task(base=SentinelTask, bind=True, name="workers.deploy.run", task_type="deploy",
+             track_started=True,
              lock_key="deploy:{environment}", lock_contention="retry")
 def run(self, argv, environment="production", cwd=None, env=None, timeout=None, github_issue=None, sha=None):
     """Deploy job: one deploy per ``environment`` at a time; the command stops if the lease is lost."""

@@ -48,7 +48,7 @@ def connect(app, cfg) -> None:
 
     from .. import task as task_module
     from ..bootsteps import WorkerRuntime
-    from .backend import on_before_publish, on_lease
+    from .backend import on_before_publish, on_lease, on_task_prerun
 
     # The alias also works when the package's entry points were not reinstalled.
     overrides = dict(getattr(app.loader, "override_backends", {}) or {})
@@ -56,9 +56,11 @@ def connect(app, cfg) -> None:
     app.loader.override_backends = overrides
     if not configured(cfg):
         return  # nothing to mirror: plain tasks and workers pay nothing at all
-    if str(app.conf.result_backend or "").startswith(f"{BACKEND_ALIAS}+"):
-        app.conf.task_track_started = True
+    # STARTED: the built-in jobs set ``track_started`` (so the result backend records it); any other
+    # linked task gets its "started" event from task_prerun. Tracking STARTED for every task would
+    # cost plain tasks an extra result write each (see docs/github.md, throughput).
     signals.before_task_publish.connect(on_before_publish, weak=False, dispatch_uid="sentinel-github-queued")
+    signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="sentinel-github-started")
     if on_lease not in task_module.lease_hooks:
         task_module.lease_hooks.append(on_lease)
     for hooks, hook in ((WorkerRuntime.on_start, start_worker_mirror), (WorkerRuntime.on_stop, stop_worker_mirror)):

@@ -11,6 +11,9 @@ lookup. Registered as the ``github`` alias through the ``celery.result_backends`
 Also here, the two other appenders of ``task`` events:
 
 * the client's "queued" event, from ``before_task_publish``, for linked tasks only;
+* "started" from ``task_prerun`` for linked tasks that do not track STARTED themselves (the
+  built-in jobs do: ``track_started=True``; turning it on for every task would cost plain tasks a
+  result write each);
 * "holds lease" / "released lease" from :class:`SentinelTask` (``task.lease_hooks``), for linked
   tasks only, which is what the ``sentinel:locked`` label shows.
 
@@ -189,6 +192,16 @@ def on_before_publish(sender=None, body=None, headers=None, routing_key=None, **
     except Exception:
         pass
     outbox.append("task", headers["id"], event, cfg=cfg)
+
+
+def on_task_prerun(sender=None, task_id=None, task=None, kwargs=None, **_) -> None:
+    """Pool child: "started" for a linked task whose STARTED state the backend does not record."""
+    if task is None or task.track_started or task_id is None:
+        return
+    link = link_of(kwargs)
+    if link is None:
+        return
+    outbox.append("task", task_id, task_event(task.app, task_id, None, states.STARTED, None, task.request, link))
 
 
 def on_lease(task, lease, held: bool) -> None:
