@@ -36,7 +36,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -105,10 +105,6 @@ record['declared_at'] = now
 redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
 return now
 """
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _eta_in_future(message: Unacked) -> bool:

@@ -272,3 +272,40 @@ def test_cli_status_and_sync(gh_env, gh_repo):
     assert labels_of(gh_repo, n) == {"sentinel:done"}
     out = CliRunner().invoke(cli, ["github", "test-connection"])
     assert out.exit_code == 0 and "acme/app is reachable" in out.output
+
+
+def test_dashboard_is_edited_only_when_its_content_changes(mirror, gh_repo, github_hub, rclient, namespace):
+    flush_until(mirror, lambda: list(gh_repo.get_issues(labels=["sentinel:dashboard"])), message="dashboard")
+    [dash] = gh_repo.get_issues(labels=["sentinel:dashboard"])
+    since = github_hub.log.last_seq
+    for _ in range(5):
+        mirror.step()
+    assert github_hub.requests(since=since) == []  # nothing changed: not a single request
+    from sentinel_celery.leases import try_acquire
+    held = try_acquire("deploy:prod", 60, worker="w-dash", renew=False)
+    RedisRegistry(rclient, namespace, 1500).register("w-dash", "i-1", {
+        "hostname": "h", "queues": ["deploy"], "capacity": {"maxConcurrentTasks": 4}, "concurrency": 4,
+        "metadata": {"region": "us"}, "started": now_ms()})
+    flush_until(mirror, lambda: "deploy:prod" in gh_repo.get_issue(dash.number).body, message="lease shown")
+    body = gh_repo.get_issue(dash.number).body
+    assert "| w-dash | online | us | deploy | 4 |" in body
+    assert f"| deploy:prod | w-dash | {held.token} |" in body
+    edits = [r for r in github_hub.requests(since=since) if r.method == "PATCH"]
+    assert len(edits) == 1
+    held.release()
+
+
+def test_alert_transitions_from_alerts_py_become_one_issue(mirror, gh_repo, rclient, namespace):
+    alert = {"kind": "alert", "alert": "queue_backlog:build", "severity": "warning",
+             "title": "[sentinel alert] queue_backlog:build: 150 waiting", "body": "**WARNING** — 150 waiting @ops",
+             "labels": ["sentinel:alert"], "at": time.time()}
+    outbox.append({**alert, "op": "open"})
+    flush_until(mirror, lambda: list(gh_repo.get_issues(labels=["sentinel:alert"])), message="alert issue")
+    [issue] = gh_repo.get_issues(labels=["sentinel:alert"])
+    assert "150 waiting" in issue.title and "@ops" not in issue.body
+    assert rclient.hget(f"{namespace}alerts:issues", "queue_backlog:build") == str(issue.number)
+    outbox.append({**alert, "op": "close", "body": "resolved"})
+    flush_until(mirror, lambda: gh_repo.get_issue(issue.number).state == "closed", message="alert closed")
+    outbox.append({**alert, "op": "open"})
+    flush_until(mirror, lambda: gh_repo.get_issue(issue.number).state == "open", message="alert reopened")
+    assert len(list(gh_repo.get_issues(labels=["sentinel:alert"], state="all"))) == 1

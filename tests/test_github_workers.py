@@ -111,3 +111,26 @@ def test_linked_jobs_on_a_real_worker_labels_comment_assignee_and_statuses(gh_en
     assert not client.hexists(f"{cfg.namespace}github:tasks", plain.id)
     touched = [r.path for r in github_hub.requests(since=since) if f"/issues/{n}" in r.path or "/statuses/" in r.path]
     assert touched == []
+
+
+def test_linked_deploy_survives_a_worker_death_with_its_failover_in_the_comment(gh_env, workers, gh_client,
+                                                                               gh_repo):
+    workers.start("wm2", queues=["test"], concurrency=1, env=gh_env)
+    wait_for(lambda: mirror_leader() == "wm2", 30, message="wm2 to lead the mirror (and the monitor)")
+    procs = {w: workers.start(w, queues=["deploy"], concurrency=1, env=gh_env) for w in ("wd1", "wd2")}
+    n = gh_repo.create_issue("Deploy 1.2 to staging").number
+    sleeper = [sys.executable, "-c", "import time; time.sleep(4); print('deployed')"]
+    result = gh_client.send_task("workers.deploy.run", kwargs={"argv": sleeper, "environment": "staging",
+                                                               "github_issue": n})
+    wait_for(lambda: {"sentinel:running", "sentinel:locked"} <= labels_of(gh_repo, n), 40,
+             message="running and locked labels")
+    body = wait_for(lambda: next((c.body for c in sentinel_comments(gh_repo, n) if "| worker | wd" in c.body), None),
+                    20, message="the comment naming the worker")
+    first = "wd1" if "| worker | wd1 |" in body else "wd2"
+    other = "wd2" if first == "wd1" else "wd1"
+    procs[first].kill9()
+    assert result.get(timeout=90)["worker"] == other
+    wait_for(lambda: labels_of(gh_repo, n) == {"sentinel:done"}, 40, message="done after the failover")
+    [comment] = sentinel_comments(gh_repo, n)
+    assert "Failover history" in comment.body and f"`{first}` was lost" in comment.body
+    assert f"| worker | {other} |" in comment.body and "deployed" in comment.body

@@ -134,7 +134,8 @@ def status(as_json):
                 ("outbox", f"{d['outbox_depth']} ({d['stream_depth']} events not folded, "
                            f"{d['pending_objects']} objects waiting)"),
                 ("last flush", _fmt_time(d["last_flush"])),
-                ("lag", f"{d['lag_seconds']}s now; p50 {d['lag_p50_seconds']}s, p95 {d['lag_p95_seconds']}s"),
+                ("lag", f"{d['lag_seconds']}s now" + (f"; p50 {d['lag_p50_seconds']}s, p95 {d['lag_p95_seconds']}s"
+                                                        if d["lag_p50_seconds"] is not None else "")),
                 ("requests", f"{d['requests_total']} " + (
                     "(" + ", ".join(f"{k}: {v}" for k, v in sorted(d["requests"].items())) + ")"
                     if d["requests"] else "")),

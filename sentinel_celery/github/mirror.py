@@ -75,6 +75,7 @@ class Mirror:
         self.failures = 0
         self.next_try = 0.0
         self.last_reconcile = time.time()
+        self.last_prune = 0.0
         self.last_error: str | None = None
 
     # -- leadership --------------------------------------------------------------------------
@@ -199,6 +200,9 @@ class Mirror:
         self.last_error = None
         if ctx.cold:
             self.state.mark_warm()
+        if started - self.last_prune > 3600:
+            self.last_prune = started
+            self.state.prune()
         return self._finish(result, started)
 
     def plan(self, ctx: Context) -> list[Work]:
@@ -248,7 +252,12 @@ class Mirror:
             message = (f"GitHub rejected the credentials ({exc}); check GITHUB_TOKEN / the GitHub App settings. "
                        f"The mirror keeps the outbox and retries every {self.retry_max_s:.0f}s")
         if message != self.last_error:
-            log = logger.error if isinstance(exc, (AuthFailed, NotConfigured, Forbidden)) else logger.warning
+            if isinstance(exc, (AuthFailed, NotConfigured, Forbidden)):
+                log = logger.error
+            elif isinstance(exc, RateLimited) and exc.status is None:
+                log = logger.info  # our own pacing: expected under load, not a problem
+            else:
+                log = logger.warning
             log("sentinel: GitHub mirror: %s", message)
         self.last_error = message
         result["error"] = message

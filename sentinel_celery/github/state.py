@@ -18,7 +18,8 @@ Redis keys (under the namespace):
                    ``_epoch`` marks a warm cache: when it is missing (Redis was flushed) the
                    mirror first looks objects up in GitHub by label and hidden marker
   github:tasks     hash: task id -> JSON of a linked task's merged state as last mirrored
-                   (entries of finished tasks expire from it after a day, see ``prune_tasks``)
+                   (finished tasks are forgotten after a day, see ``prune``; so are
+                   ``commit:*`` objects)
   github:meta      hash: writer_token, epoch, leader, folded, dropped, rejected, written,
                    last_flush, last_flush_ms, lag_ms, last_error, sync_requested
   github:lag       list: recent lags in ms (time from an object's oldest unwritten event to its
@@ -269,13 +270,19 @@ class MirrorState:
             self.client.hset(self.key("tasks"), mapping={k: json.dumps(v, separators=(",", ":"), default=str)
                                                          for k, v in states.items()})
 
-    def prune_tasks(self, older_than_ms: int = 24 * 3600 * 1000) -> int:
-        cut = int(time.time() * 1000) - older_than_ms
-        stale = [k for k, raw in self.client.hscan_iter(self.key("tasks"), count=1000)
-                 if (lambda d: d.get("state") in TASK_FINAL and int(d.get("at") or 0) < cut)(json.loads(raw))]
-        if stale:
-            self.client.hdel(self.key("tasks"), *stale)
-        return len(stale)
+    def prune(self, older_than_s: int = 24 * 3600) -> int:
+        """Forget finished tasks and commit statuses older than a day (both grow with the work done)."""
+        cut = time.time() - older_than_s
+        stale_tasks = [k for k, raw in self.client.hscan_iter(self.key("tasks"), count=1000)
+                       if (lambda d: d.get("state") in TASK_FINAL and int(d.get("at") or 0) / 1000 < cut)(
+                           json.loads(raw))]
+        stale_commits = [k for k, raw in self.client.hscan_iter(self.key("objects"), match="commit:*", count=1000)
+                         if float(json.loads(raw).get("at") or 0) < cut]
+        if stale_tasks:
+            self.client.hdel(self.key("tasks"), *stale_tasks)
+        if stale_commits:
+            self.client.hdel(self.key("objects"), *stale_commits)
+        return len(stale_tasks) + len(stale_commits)
 
     # -- meta --------------------------------------------------------------------------------
     def meta(self) -> dict:

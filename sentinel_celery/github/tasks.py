@@ -229,15 +229,15 @@ def _sync_commit(ctx: Context, sha: str, ttype: str, tid: str, st: dict):
         obj = ctx.state.object(obj_id) or {}
         state = STATUS_STATE.get(st.get("state"), "pending")
         desc = render.plain(_description(st), 140)
-        if obj.get("state") == state and obj.get("description") == desc and obj.get("task") == tid:
-            return
+        if obj.get("state") == state:
+            return  # statuses cannot be edited, only added: post state changes, not every re-run's details
         context = f"sentinel/{ttype}"
         if _use_checks(ctx):
             _check_run(ctx, sha, context, tid, st, obj, desc)
         else:
             ctx.client.request("POST", f"statuses/{sha}", body={"state": state, "context": context,
                                                                 "description": desc})
-        obj.update(state=state, description=desc, task=tid)
+        obj.update(state=state, description=desc, task=tid, at=ctx.now)
         ctx.state.put_object(obj_id, obj)
     return run
 
