@@ -1,0 +1,40 @@
+"""`sentinel demo` end to end, as a user runs it: real processes, the local GitHub API, a kill -9."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_demo_runs_the_workload_shows_failover_and_leaves_nothing_behind(redis_url):
+    env = {**os.environ, "REDIS_URL": redis_url}
+    env.pop("WORKER_ID", None)
+    proc = subprocess.run([sys.executable, "-m", "sentinel_celery.cli", "demo", "--timeout", "200"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "tasks: 9 succeeded, 0 failed, 9 in 3 chains" in out
+    assert "killed worker demo-build (kill -9)" in out
+    match = re.search(r"declared dead and its work given back after ([\d.]+)s", out)
+    assert match, out[-2000:]
+    assert float(match.group(1)) < 30
+    assert re.search(r"deploy:production \(last token \d+", out)
+    assert re.search(r"GitHub: \d+ requests to the hub", out)
+    assert "Flower: http://127.0.0.1:" in out
+    assert "every process it started has exited" in out
+    assert _processes_mentioning("demo-build@") == []
+    assert _processes_mentioning("demo-deploy@") == []
