@@ -158,15 +158,15 @@ def _sync_issue(ctx: Context, n: int, tasks: dict[str, dict]):
         details = {h["id"]: details.get(h["id"], {}) for h in ordered}
         current_id = ordered[0]["id"]
         current = tasks.get(current_id) or ctx.state.tasks([current_id]).get(current_id) or {}
+        # the comment first: whoever sees the new label finds the comment already telling the story
+        body = comment_body(n, ordered, current, current_id)
+        ctx.ops.upsert_comment(obj_id, obj, n, render.marker("issue", n), body, cold=ctx.cold and not obj.get("seen"))
+        obj.update(seen=True)
         want = desired_labels(ordered, details)
         login = _assignee(ctx, current)
         if want != obj.get("labels_set") or (login and login not in (obj.get("assignees") or [])):
             _set_labels(ctx, n, obj, want, login)
         obj.update(history=ordered, details=details)
-        ctx.state.put_object(obj_id, obj)
-        body = comment_body(n, ordered, current, current_id)
-        ctx.ops.upsert_comment(obj_id, obj, n, render.marker("issue", n), body, cold=ctx.cold and not obj.get("seen"))
-        obj["seen"] = True
         ctx.state.put_object(obj_id, obj)
     return run
 
