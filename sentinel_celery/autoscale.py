@@ -364,14 +364,19 @@ class AutoscaleDuty:
         self.lease = None
 
     def step(self) -> Decision | None:
-        from .leases import LockContended, try_acquire
+        from .leases import LockContended, get_backend, try_acquire
         if self.lease is None or self.lease.lost:
+            backend = get_backend()
+            if backend.client.exists(backend.key(self.LEASE)):
+                return None  # another process scales
             ttl = max(3 * self.cfg.get("distributed.autoscale.intervalMs") / 1000.0, 10.0)
             try:
                 self.lease = try_acquire(self.LEASE, ttl, worker=self.owner)
             except LockContended:
                 self.lease = None
                 return None
+        elif time.monotonic() - self.lease.renewed_at > self.lease.ttl / 2 and not self.lease.renew():
+            return None  # we were paused past the lease: another process may be scaling now
         return self.autoscaler.tick(fence=self.lease.token)
 
     def release(self) -> None:

@@ -60,9 +60,11 @@ def autoscale_run(once):
     try:
         while True:
             d = duty.step()
-            click.echo(json.dumps({"action": d.action, "current": d.current, "desired": d.desired,
-                                   "reason": d.reason} if d else {"action": "none",
-                                                                   "reason": "another process holds the autoscaler lease"}))
+            if d is None:
+                click.echo(json.dumps({"action": "none", "reason": "another process holds the autoscaler lease"}))
+            else:
+                click.echo(json.dumps({"action": d.action, "current": d.current, "desired": d.desired,
+                                       "reason": d.reason}))
             if once:
                 break
             time.sleep(interval)

@@ -42,7 +42,7 @@ from kombu import Queue
 from .balancer import Balancer, direct_queue_name
 from .broker import HOME_PROPERTY, BrokerQueues, Waiting
 from .config import Config
-from .leases import LockContended, try_acquire
+from .leases import LockContended, get_backend, try_acquire
 from .registry import ONLINE, WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -237,6 +237,9 @@ class CoordinationThread(threading.Thread):
         return get_registry(self.cfg).workers(include_offline=False)
 
     def _try_lead(self) -> None:
+        backend = get_backend()
+        if backend.client.exists(backend.key(LEADER_LEASE)):
+            return  # held: do not count a conflict in the lease stats every second
         try:
             self.lease = try_acquire(LEADER_LEASE, self.ttl, worker=self.worker_id)
             logger.info("sentinel: %s is the cluster leader (lease %s, token %s)",

@@ -191,14 +191,16 @@ class SharedMemory:
     def update(self, key: str, fn: Callable[[Any], Any], namespace: str = DEFAULT_NAMESPACE, *,
                default: Any = None, attempts: int = 100, ttl: float | None = None) -> Entry:
         """Read-modify-write: ``fn(current value or default) -> new value``, retried on conflicts."""
+        last: StaleWrite | None = None
         for _ in range(attempts):
             current = self.entry(key, namespace, cached=False)
             value = fn(current.value if current else default)
             try:
                 return self.set(key, value, namespace, expected_version=current.version if current else 0, ttl=ttl)
-            except StaleWrite:
+            except StaleWrite as exc:
+                last = exc
                 time.sleep(0.001)
-        raise StaleWrite(namespace, key, -1, None)
+        raise last
 
     # -- reads ------------------------------------------------------------------------------------
     def entry(self, key: str, namespace: str = DEFAULT_NAMESPACE, *, cached: bool = True) -> Entry | None:

@@ -1,6 +1,5 @@
 """Functions run in separate processes (multiprocessing, spawn) by test_memory.py."""
 import os
-import time
 
 
 def _memory(redis_url, namespace, mode, interval_ms=5000):

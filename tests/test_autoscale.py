@@ -6,8 +6,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sentinel_celery.autoscale import (Autoscaler, CommandScaler, Decision, LocalScaler, Load, NoneScaler, Policy,
-                                       evaluate)
+from sentinel_celery.autoscale import (AutoscaleDuty, Autoscaler, CommandScaler, Decision, LocalScaler, Load,
+                                       NoneScaler, Policy, evaluate)
 from sentinel_celery.bootsteps import get_registry
 from sentinel_celery.broker import BrokerQueues
 from sentinel_celery.cli import main
@@ -79,7 +79,8 @@ def test_autoscaler_publishes_the_desired_count_and_respects_cooldown(celery_cli
 
 def test_command_scaler_runs_an_argv_never_a_shell(celery_client, tmp_path):
     out = tmp_path / "scaled.json"
-    script = "import json, os, sys; json.dump([sys.argv[1:], os.environ['SENTINEL_DESIRED_WORKERS']], open(sys.argv[1], 'w'))"
+    script = ("import json, os, sys; "
+              "json.dump([sys.argv[1:], os.environ['SENTINEL_DESIRED_WORKERS']], open(sys.argv[1], 'w'))")
     scaler = CommandScaler([sys.executable, "-c", script, str(out), "--replicas={desired}", "; rm -rf /"])
     auto = Synthetic(celery_client, load_config(), [Load(2, 8, 8, 80)], scaler=scaler, policy=P)
     assert auto.tick().desired == 4
@@ -138,3 +139,24 @@ def test_drain_loses_and_duplicates_nothing(workers, celery_client, rclient, nam
     assert sorted(r["tag"] for r in runs) == sorted(f"d{i}" for i in range(12))   # each exactly once
     assert {r["worker"] for r in runs[:ran_on_w1]} == {"dr1"}
     assert {r["worker"] for r in runs[ran_on_w1:]} == {"dr2"}
+
+
+def test_only_the_holder_of_the_autoscaler_lease_scales(celery_client, rclient, namespace):
+    cfg = load_config()
+    first = AutoscaleDuty(celery_client, cfg, owner="a",
+                          autoscaler=Synthetic(celery_client, cfg, [Load(2, 8, 8, 80)] * 2, scaler=NoneScaler(),
+                                               policy=P))
+    second = AutoscaleDuty(celery_client, cfg, owner="b",
+                           autoscaler=Synthetic(celery_client, cfg, [Load(2, 8, 8, 80)], scaler=NoneScaler(),
+                                                policy=P))
+    try:
+        assert first.step().desired == 4
+        assert second.step() is None                       # the lease is held: b does nothing
+        token = first.lease.token
+        assert rclient.hget(f"{namespace}autoscale:status", "fence") == str(token)
+        first.release()
+        assert second.step() is not None                   # free now: b takes over, with a newer token
+        assert second.lease.token > token
+        assert rclient.hget(f"{namespace}autoscale:status", "fence") == str(second.lease.token)
+    finally:
+        first.release(), second.release()

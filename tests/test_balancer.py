@@ -4,12 +4,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sentinel_celery.balancer import Balancer, LoadView, direct_queue_name, direct_queues_key
+from sentinel_celery.balancer import Balancer, LoadView, direct_queue_name
 from sentinel_celery.bootsteps import get_registry
 from sentinel_celery.broker import BrokerQueues
 from sentinel_celery.cli import main
 from sentinel_celery.config import load_config
-from sentinel_celery.processes import wait_for
 from sentinel_celery.rebalance import rebalance
 from tests.fakes import fake_worker
 
