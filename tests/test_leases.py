@@ -32,7 +32,7 @@ def _contender(n_rounds, results_key):
 
 def test_mutual_exclusion_and_strictly_increasing_tokens_across_processes(sentinel_env, rclient, namespace):
     results = f"{namespace}test:tokens"
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork could copy a lock held by a thread of this process
     procs = [ctx.Process(target=_contender, args=(10, results)) for _ in range(4)]
     for p in procs:
         p.start()
