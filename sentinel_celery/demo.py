@@ -33,7 +33,7 @@ HUB_REPO = "acme/platform"
 
 # worker id, queues, concurrency, region
 DEMO_WORKERS = (
-    ("demo-build", ["build"], 2, "eu-west"),
+    ("demo-build", ["build", "test"], 2, "eu-west"),
     ("demo-test", ["test", "build"], 2, "us-east"),
     ("demo-deploy", ["deploy"], 2, "us-west"),
 )
@@ -221,18 +221,18 @@ def demo_command(redis_url, keep_running, no_kill, no_flower, timeout):
                 echo(line)
                 last_line = line
             if not no_kill and kill["at"] is None:
-                victim = registry.get("demo-build")
-                if victim is not None and victim.active > 0:
+                victim = _busy_worker(registry, ("demo-build", "demo-test"))
+                if victim is not None:
                     time.sleep(1.0)  # let it be properly in the middle of its build
-                    stack.workers["demo-build"].kill9()
-                    kill.update(at=time.time(), worker="demo-build")
-                    echo(f"  ** killed worker demo-build (kill -9) while it was running "
-                         f"{victim.active} build(s); the monitor must notice and re-run them elsewhere")
+                    stack.workers[victim.id].kill9()
+                    kill.update(at=time.time(), worker=victim.id)
+                    echo(f"  ** killed worker {victim.id} (kill -9) while it was running "
+                         f"{victim.active} task(s); the monitor must notice and re-run them elsewhere")
             if kill["at"] and "event" not in kill:
-                events = [e for e in read_events(app_redis(cfg), namespace, limit=10) if e.get("worker") == "demo-build"]
+                events = [e for e in read_events(app_redis(cfg), namespace, limit=10) if e.get("worker") == kill["worker"]]
                 if events:
                     kill["event"] = events[0]
-                    echo(f"  ** failover: demo-build declared dead and recovered "
+                    echo(f"  ** failover: {kill['worker']} declared dead and recovered "
                          f"{_detected_after(events[0], kill['at']):.1f}s after the kill "
                          f"({len(events[0].get('tasks_recovered') or [])} message(s) given back, "
                          f"{len(events[0].get('leases_released') or [])} lease(s) fenced)")
@@ -256,6 +256,16 @@ def demo_command(redis_url, keep_running, no_kill, no_flower, timeout):
         stack.stop()
         _forget_namespace(namespace)
         echo("demo stopped; every process it started has exited")
+
+
+def _busy_worker(registry, candidates):
+    """A candidate worker in the middle of a task (as of its last beat), if any."""
+    for worker_id in candidates:
+        info = registry.get(worker_id)
+        if info is None or info.active == 0:
+            continue
+        return info
+    return None
 
 
 def app_redis(cfg):
@@ -290,7 +300,7 @@ def _summary(echo, cfg, app, chains, results, kill, leases, stack, seeded, flowe
          f"({time.monotonic() - started_at:.0f}s in all)")
     if kill.get("event"):
         echo(f"failover: worker {kill['worker']} killed; declared dead and its work given back after "
-             f"{_detected_after(kill['event'], kill['at']):.1f}s; the builds it ran finished on other workers")
+             f"{_detected_after(kill['event'], kill['at']):.1f}s; what it was running finished on another worker")
     elif kill.get("at"):
         echo("failover: a worker was killed, but no failover event was seen")
     stats = leases.stats()

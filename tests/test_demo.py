@@ -28,7 +28,7 @@ def test_demo_runs_the_workload_shows_failover_and_leaves_nothing_behind(redis_u
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "tasks: 9 succeeded, 0 failed, 9 in 3 chains" in out
-    assert "killed worker demo-build (kill -9)" in out
+    assert re.search(r"killed worker demo-(build|test) \(kill -9\)", out), out[-2000:]
     match = re.search(r"declared dead and its work given back after ([\d.]+)s", out)
     assert match, out[-2000:]
     assert float(match.group(1)) < 30
@@ -37,4 +37,5 @@ def test_demo_runs_the_workload_shows_failover_and_leaves_nothing_behind(redis_u
     assert "Flower: http://127.0.0.1:" in out
     assert "every process it started has exited" in out
     assert _processes_mentioning("demo-build@") == []
+    assert _processes_mentioning("demo-test@") == []
     assert _processes_mentioning("demo-deploy@") == []
