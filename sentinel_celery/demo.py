@@ -170,9 +170,8 @@ def demo_command(redis_url, keep_running, no_kill, no_flower, timeout):
                 worker_id, env={**env, "WORKER_REGION": region, "WORKER_MAX_TASKS": str(concurrency)},
                 log_dir=stack.log_dir, queues=queues, concurrency=concurrency, loglevel="INFO")
         metrics_port = free_port()
-        stack.service("monitor", [sys.executable, "-m", "sentinel_celery.cli", "monitor"], full_env)
-        stack.service("metrics", [sys.executable, "-m", "sentinel_celery.cli", "metrics", "serve",
-                                  "--port", str(metrics_port)], full_env)
+        stack.service("monitor", [sys.executable, "-m", "sentinel_celery.cli", "monitor", "--metrics-port",
+                                  str(metrics_port)], full_env)
         flower_url = None
         if not no_flower:
             flower_port = free_port()

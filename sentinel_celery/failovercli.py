@@ -77,9 +77,14 @@ def failover_dead_letters(as_json):
 @click.option("--app", "app_path", default=None, help="Celery app to ping workers with (module:attribute); "
                                                        "default: sentinel_celery.app")
 @click.option("--once", is_flag=True, help="One pass (take the lease, check, recover), then exit.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve /metrics, /health, /cluster/health here (default monitoring.metricsPort; 0 = free port).")
+@click.option("--no-metrics", is_flag=True, help="Do not serve metrics.")
+@click.option("--alerts/--no-alerts", default=True, show_default=True,
+              help="Evaluate the alert rules while this monitor is the leader.")
 @json_option
 @handles_errors
-def monitor_command(app_path, once, as_json):
+def monitor_command(app_path, once, metrics_port, no_metrics, alerts, as_json):
     from .monitor import Monitor
     cfg = get_config()
     app = _app(app_path)
@@ -103,7 +108,21 @@ def monitor_command(app_path, once, as_json):
         signal.signal(sig, lambda *_: stopping.set())
     click.echo(f"sentinel monitor: {monitor.actor}, stale threshold "
                f"{cfg.get('distributed.heartbeat.staleThresholdMs')} ms; Ctrl-C to stop", err=True)
-    monitor.run(stopping)
+    server = None
+    if not no_metrics:
+        from .metrics import serve_metrics
+        server = serve_metrics(cfg, app, port=metrics_port)
+        click.echo(f"sentinel monitor: metrics at {server.url}", err=True)
+    if alerts:
+        from .alerts import AlertEvaluator
+        evaluator = AlertEvaluator(cfg, app)
+        threading.Thread(target=evaluator.run, args=(stopping,), kwargs={"should_tick": lambda: monitor.is_leader},
+                         name="sentinel-alerts", daemon=True).start()
+    try:
+        monitor.run(stopping)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 @workers.command("cleanup", help="Declare a worker you know is gone dead now: fence its leases, give its "

@@ -154,3 +154,32 @@ def test_quantile_from_cumulative_buckets():
     cum = [(b, 0 if b < 0.1 else 10 if b < 1.0 else 20) for b in bounds]
     assert quantile(cum, 0.5) == 0.1
     assert 0.5 < quantile(cum, 0.95) <= 1.0
+
+
+def test_sentinel_monitor_serves_metrics_and_health(sentinel_env, tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    from sentinel_celery.embedded import free_port
+    from sentinel_celery.processes import wait_for
+
+    port = free_port()
+    log = open(tmp_path / "monitor.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_celery.cli", "monitor", "--metrics-port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def get(path):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return r.status, r.read().decode()
+            except OSError:
+                return None
+        status, body = wait_for(lambda: get("/metrics"), 60, message="the monitor's /metrics")
+        assert status == 200 and "sentinel_workers" in body
+        status, body = get("/health")
+        assert status == 200 and '"status"' in body
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        log.close()
