@@ -78,13 +78,16 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--only", action="append", choices=list(VARIANTS),
+                        help="Run only these variants (plain Celery always runs: it is the baseline).")
     args = parser.parse_args()
+    variants = [v for v in VARIANTS if not args.only or v in args.only or v == "plain celery"]
     base, server = ensure_redis(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    rates: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as logs:
         try:
             for r in range(args.rounds):
-                for variant in VARIANTS:
+                for variant in variants:
                     rate = run_variant(variant, base, args.tasks, args.concurrency, Path(logs))
                     rates[variant].append(rate)
                     print(f"round {r + 1}: {variant:<24} {rate:8.0f} tasks/s", flush=True)
