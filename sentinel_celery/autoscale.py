@@ -41,6 +41,7 @@ import redis
 
 from .config import Config, get_config
 from .connection import get_redis
+from .leases import release_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -380,9 +381,5 @@ class AutoscaleDuty:
         return self.autoscaler.tick(fence=self.lease.token)
 
     def release(self) -> None:
-        if self.lease is not None:
-            try:
-                self.lease.release()
-            except redis.RedisError:
-                pass
-            self.lease = None
+        release_quietly(self.lease)
+        self.lease = None

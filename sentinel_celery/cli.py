@@ -9,8 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import click

@@ -410,7 +410,7 @@ def load_config(config_dir: str | os.PathLike | None = None,
                 errors.append(f"environment: {name}={environ[name]!r} is not a valid {dotted} value")
                 continue
             _set_path(shared if section == "shared" else worker, dotted, value)
-            if f"environment" not in sources:
+            if "environment" not in sources:
                 sources.append("environment")
 
     for dotted, value in (overrides or {}).items():

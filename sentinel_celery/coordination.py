@@ -42,7 +42,7 @@ from kombu import Queue
 from .balancer import Balancer, direct_queue_name
 from .broker import HOME_PROPERTY, BrokerQueues, Waiting
 from .config import Config
-from .leases import LockContended, get_backend, try_acquire
+from .leases import LockContended, get_backend, try_acquire, release_quietly
 from .registry import ONLINE, WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -251,12 +251,8 @@ class CoordinationThread(threading.Thread):
     def release(self) -> None:
         if self.autoscaler is not None:
             self.autoscaler.release()
-        if self.lease is not None:
-            try:
-                self.lease.release()
-            except redis.RedisError:
-                pass
-            self.lease = None
+        release_quietly(self.lease)
+        self.lease = None
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()

@@ -10,7 +10,6 @@ failover; prints live progress and a summary. Every process it started is stoppe
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,6 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 

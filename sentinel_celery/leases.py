@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import redis
@@ -395,6 +395,16 @@ def get_backend(url: str | None = None, namespace: str | None = None) -> RedisLe
 
 def new_owner(worker: str = "", task_id: str = "") -> str:
     return f"{worker or 'client'}:{os.getpid()}:{task_id or '-'}:{uuid.uuid4().hex[:12]}"
+
+
+def release_quietly(held: "Lease | None") -> None:
+    """Give up a leader lease on the way out; an unreachable Redis lets it expire instead."""
+    if held is None:
+        return
+    try:
+        held.release()
+    except redis.RedisError:
+        pass
 
 
 def backoff_delays(attempts: int, delay_ms: int) -> list[float]:

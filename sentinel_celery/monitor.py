@@ -27,7 +27,7 @@ from .bootsteps import WorkerRuntime
 from .config import Config
 from .failover import Failover
 from .fencing import guard_result_backend, stamp_request
-from .leases import Lease, LockContended, try_acquire
+from .leases import Lease, LockContended, try_acquire, release_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +85,8 @@ class Monitor:
         self.release()
 
     def release(self) -> None:
-        if self.lease is not None:
-            try:
-                self.lease.release()
-            except redis.RedisError:
-                pass
-            self.lease = None
+        release_quietly(self.lease)
+        self.lease = None
 
 
 class MonitorThread(threading.Thread):

@@ -8,7 +8,7 @@ import logging
 from importlib import import_module
 from typing import Iterable
 
-from celery import Celery, signals
+from celery import Celery
 from kombu import Queue
 
 from .config import Config, get_config, set_config

@@ -16,9 +16,8 @@ Redis keys (under the namespace):
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 

@@ -78,7 +78,6 @@ def test_release_is_owner_checked(sentinel_env, rclient, namespace):
 
 def test_context_manager_waits_then_raises_lock_contended(sentinel_env):
     holder = try_acquire("busy", 10)
-    started = time.monotonic()
     with pytest.raises(LockContended) as err:
         with lease("busy", wait=[0.05, 0.05, 0.05]):
             pass

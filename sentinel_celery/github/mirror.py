@@ -37,7 +37,7 @@ import redis
 
 from ..config import Config
 from ..connection import get_redis
-from ..leases import Lease, LockContended, try_acquire
+from ..leases import Lease, LockContended, try_acquire, release_quietly
 from ..registry import RedisRegistry
 from . import dashboard, render, tasks, workers
 from .budget import Budget, Pace
@@ -110,12 +110,8 @@ class Mirror:
         return token is not None and int(token) != self.lease.token
 
     def release(self) -> None:
-        if self.lease is not None:
-            try:
-                self.lease.release()
-            except redis.RedisError:
-                pass
-            self.lease = None
+        release_quietly(self.lease)
+        self.lease = None
 
     # -- GitHub ------------------------------------------------------------------------------
     def _client(self) -> GitHubClient:
