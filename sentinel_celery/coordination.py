@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from typing import Callable
 
@@ -42,6 +41,7 @@ from kombu import Queue
 from .balancer import Balancer, direct_queue_name
 from .broker import HOME_PROPERTY, BrokerQueues, Waiting
 from .config import Config
+from .duty import DutyThread
 from .leases import LockContended, get_backend, try_acquire, release_quietly
 from .registry import ONLINE, WorkerInfo
 
@@ -165,18 +165,17 @@ def leaderless_fallback(app, cfg: Config, workers: list[WorkerInfo], broker: Bro
     return moved
 
 
-class CoordinationThread(threading.Thread):
+class CoordinationThread(DutyThread):
     """Runs in every worker's main process: cluster-leader duties while it holds the lease, and
     group dispatch when this worker is a ``hierarchical`` group leader."""
 
     def __init__(self, app, cfg: Config, worker_id: str, metadata: dict | None = None):
-        super().__init__(name="sentinel-coordination", daemon=True)
+        super().__init__("sentinel-coordination")
         self.app = app
         self.cfg = cfg
         self.worker_id = worker_id
         self.metadata = metadata or {}
         self.pattern = cfg.get("distributed.coordination.pattern")
-        self.stopping = threading.Event()
         self.lease = None
         self._due: dict[str, float] = {}
         self.ttl = max(cfg.get("distributed.heartbeat.staleThresholdMs") / 1000.0, 1.0)
@@ -254,10 +253,6 @@ class CoordinationThread(threading.Thread):
         release_quietly(self.lease)
         self.lease = None
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stopping.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout)
 
 
 def start_worker_duties(runtime) -> None:

@@ -27,6 +27,7 @@ from .bootsteps import WorkerRuntime
 from .config import Config
 from .failover import Failover
 from .fencing import guard_result_backend, stamp_request
+from .duty import DutyThread
 from .leases import Lease, LockContended, try_acquire, release_quietly
 
 logger = logging.getLogger(__name__)
@@ -89,19 +90,13 @@ class Monitor:
         self.lease = None
 
 
-class MonitorThread(threading.Thread):
+class MonitorThread(DutyThread):
     def __init__(self, monitor: Monitor):
-        super().__init__(name="sentinel-failover-monitor", daemon=True)
+        super().__init__("sentinel-failover-monitor")
         self.monitor = monitor
-        self.stopping = threading.Event()
 
     def run(self) -> None:
         self.monitor.run(self.stopping)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stopping.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout)
 
 
 # -- a worker's failover duties -----------------------------------------------------------------

@@ -37,6 +37,7 @@ import redis
 
 from ..config import Config
 from ..connection import get_redis
+from ..duty import DutyThread
 from ..leases import Lease, LockContended, try_acquire, release_quietly
 from ..registry import RedisRegistry
 from . import dashboard, render, tasks, workers
@@ -288,18 +289,15 @@ class Mirror:
         self.release()
 
 
-class MirrorThread(threading.Thread):
+class MirrorThread(DutyThread):
+    stop_timeout = 10.0
+
     def __init__(self, mirror: Mirror):
-        super().__init__(name="sentinel-github-mirror", daemon=True)
+        super().__init__("sentinel-github-mirror", stopping=mirror.stop)
         self.mirror = mirror
 
     def run(self) -> None:
         self.mirror.run()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.mirror.stop.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout)
 
 
 # -- status (for `sentinel github status`, metrics, alerts) ----------------------------------------
