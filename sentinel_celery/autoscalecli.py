@@ -6,12 +6,7 @@ import time
 
 import click
 
-from .cli import emit, handles_errors, json_option
-
-
-def _app():
-    from .plugin import create_app
-    return create_app("sentinel_celery")
+from .cli import celery_app, emit, handles_errors, json_option
 
 
 @click.group("autoscale", help="Auto-scaling: policy, load, last decision.")
@@ -24,7 +19,7 @@ def autoscale_group() -> None:
 @handles_errors
 def autoscale_status(as_json):
     from .autoscale import status_report
-    data = status_report(_app())
+    data = status_report(celery_app())
 
     def render(d):
         p, load, now, last = d["policy"], d["load"], d["would_do_now"], d["last_decision"]
@@ -55,7 +50,7 @@ def autoscale_run(once):
     from .autoscale import AutoscaleDuty
     from .config import get_config
     cfg = get_config()
-    duty = AutoscaleDuty(_app(), cfg, owner="autoscale-cli")
+    duty = AutoscaleDuty(celery_app(), cfg, owner="autoscale-cli")
     interval = cfg.get("distributed.autoscale.intervalMs") / 1000.0
     try:
         while True:

@@ -71,6 +71,17 @@ def handles_errors(fn):
     return wrapper
 
 
+def celery_app(path: str | None = None):
+    """The Celery app a command talks to workers with: ``path`` (module:attribute), else one built
+    from the configuration as it is now (not the cached ready app, which keeps the configuration of
+    its first use)."""
+    if path:
+        from celery.utils.imports import symbol_by_name
+        return symbol_by_name(path)
+    from .plugin import create_app
+    return create_app("sentinel_celery")
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
@@ -171,9 +182,8 @@ def workers_capacity(as_json):
 @handles_errors
 def workers_drain(worker_id, timeout, keep_running, as_json):
     from .drain import DrainError, drain
-    from .plugin import create_app
     try:
-        result = drain(create_app("sentinel_celery"), worker_id, timeout=timeout, shutdown=not keep_running,
+        result = drain(celery_app(), worker_id, timeout=timeout, shutdown=not keep_running,
                        progress=None if as_json else (lambda msg: click.echo(f"{worker_id}: {msg}")))
     except DrainError as exc:
         fail(str(exc), code=1)

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .cli import emit, handles_errors, json_option, table
+from .cli import celery_app, emit, handles_errors, json_option, table
 
 cluster = click.Group("cluster", help="Cluster-wide views: metrics, health, load distribution.")
 
@@ -86,8 +86,7 @@ def cluster_health_command(as_json):
 def cluster_load_distribution_command(as_json):
     from .balancer import load_distribution
     from .config import get_config
-    from .plugin import create_app
-    data = load_distribution(create_app("sentinel_celery"), get_config())
+    data = load_distribution(celery_app(), get_config())
 
     def render(d):
         u = d["utilization"]

@@ -9,21 +9,13 @@ from datetime import datetime
 
 import click
 
-from .cli import emit, fail, handles_errors, json_option, locks, table, workers
+from .cli import celery_app, emit, fail, handles_errors, json_option, locks, table, workers
 from .config import get_config
 from .connection import get_redis
 
 
 def _when(ms) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
-
-
-def _app(app_path: str | None):
-    if app_path:
-        from celery.utils.imports import symbol_by_name
-        return symbol_by_name(app_path)
-    import sentinel_celery
-    return sentinel_celery.app
 
 
 def _event_row(e: dict) -> dict:
@@ -87,7 +79,7 @@ def failover_dead_letters(as_json):
 def monitor_command(app_path, once, metrics_port, no_metrics, alerts, as_json):
     from .monitor import Monitor
     cfg = get_config()
-    app = _app(app_path)
+    app = celery_app(app_path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     def show(event):
@@ -116,8 +108,7 @@ def monitor_command(app_path, once, metrics_port, no_metrics, alerts, as_json):
     if alerts:
         from .alerts import AlertEvaluator
         evaluator = AlertEvaluator(cfg, app)
-        threading.Thread(target=evaluator.run, args=(stopping,), kwargs={"should_tick": lambda: monitor.is_leader},
-                         name="sentinel-alerts", daemon=True).start()
+        evaluator.start(stopping, should_tick=lambda: monitor.is_leader)
     try:
         monitor.run(stopping)
     finally:
@@ -135,7 +126,7 @@ def workers_cleanup(worker_id, force, as_json):
     from .failover import Failover, WorkerStillAlive
     cfg = get_config()
     try:
-        event = Failover(_app(None), cfg, actor="cli").cleanup(worker_id, force=force)
+        event = Failover(celery_app(), cfg, actor="cli").cleanup(worker_id, force=force)
     except (LookupError, WorkerStillAlive) as exc:
         fail(str(exc.args[0] if exc.args else exc), code=1)
     emit(event, as_json, lambda e: f"worker {worker_id}: {len(e['tasks_recovered'])} task(s) given back, "
