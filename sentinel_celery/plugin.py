@@ -58,6 +58,9 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     if cfg.get("redis.brokerKeyPrefix"):
         opts.setdefault("global_keyprefix", cfg.get("redis.brokerKeyPrefix"))
     conf.broker_transport_options = opts
+    if conf.broker_transport is None and conf.broker_url == cfg.redis_url and cfg.redis_url.startswith("redis://"):
+        # kombu's Redis transport, recording each message's holder with its unacked entry (tracking.py)
+        conf.broker_transport = "sentinel_celery.tracking:TrackingTransport"
     conf.task_acks_late = True
     conf.task_reject_on_worker_lost = True
     conf.worker_concurrency = conf.worker_concurrency or cfg.worker_get("capacity.maxConcurrentTasks")

@@ -1,14 +1,20 @@
 """Delivery-tag tracking: which worker incarnation holds which broker message.
 
 kombu's Redis transport keeps every delivered-but-unacknowledged message in one hash keyed by
-delivery tag, but not who holds it. The worker's main process records each tag as it receives the
-message (``task_received``), so failover knows exactly which messages a dead incarnation had
-taken — running, prefetched and ETA/countdown ones alike. The SADD is made by a writer thread, not
-in the receiving loop: a synchronous round trip there cost about 14 % of the worker's throughput on
-short tasks, and under load the writer records many tags per SADD. A tag reaches Redis within about
-a millisecond of receipt; a kill -9 inside that window leaves the message to kombu's visibility
-timeout. Tags are not removed on ack (that would be a second write per task): at each heartbeat the
-worker removes, in one SREM, the tags its channel no longer holds.
+delivery tag, but not who holds it. Sentinel records the owner in the same place and at the same
+moment: ``install()`` selects ``TrackingTransport``, kombu's Redis transport whose QoS adds one
+``SADD tags:<instance> <tag>`` to the MULTI/EXEC pipeline in which kombu itself writes the unacked
+entry. So a message is never unacked without its owner known — there is no window in which a
+kill -9 (a task that crashes its worker at once, say) leaves a message only to kombu's visibility
+timeout — and it costs no extra round trip.
+
+With another transport (``broker_transport`` set by the user, ``rediss://``, Redis Sentinel, a
+broker on another Redis than Sentinel's, a broker key prefix that is not a prefix of the namespace) the
+worker falls back to recording the tag from ``task_received`` through a writer thread; there a
+kill -9 within about a millisecond of receipt leaves the message to the visibility timeout.
+
+Tags are not removed on ack (that would be a second write per task): at each heartbeat the worker
+removes, in one SREM, the tags its channel no longer holds.
 
 Redis keys (under the namespace):
   tags:<instance>   set: delivery tags held by one worker incarnation; TTL refreshed at each beat
@@ -17,9 +23,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Iterable
 
 import redis
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import QoS as VirtualQoS
+from kombu.utils.json import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +111,19 @@ class WorkerTags:
         self._wake = threading.Condition(self._lock)
         self._writer: threading.Thread | None = None
 
+    def recorded_by_broker(self, tag: str) -> None:
+        """``TrackingQoS`` wrote ``tag`` with kombu's own unacked entry."""
+        with self._lock:
+            self._recorded.add(tag)
+
     def on_task_received(self, sender=None, request=None, **kwargs) -> None:
         message = getattr(request, "message", None)
         tag = getattr(message, "delivery_tag", None)
         if tag is None:
             return
         with self._wake:
+            if str(tag) in self._recorded:
+                return
             self._pending.append(str(tag))
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="sentinel-tag-writer", daemon=True)
@@ -167,3 +184,37 @@ class WorkerTags:
             self.tracker.drop(runtime.instance)
         except redis.RedisError:
             pass
+
+
+class TrackingQoS(kombu_redis.QoS):
+    """kombu's Redis QoS; in a Sentinel worker, the unacked entry also names its holder."""
+
+    def append(self, message, delivery_tag):
+        from .bootsteps import WorkerRuntime
+        runtime = WorkerRuntime.current
+        tags = getattr(runtime, "failover_tags", None)
+        key = tags and tags.tracker.key(runtime.instance)
+        prefix = self.channel.global_keyprefix
+        if key is None or not key.startswith(prefix):
+            return super().append(message, delivery_tag)  # the writer thread records it
+        key = key[len(prefix):]  # kombu's pipeline adds the broker's key prefix back
+        delivery = message.delivery_info
+        # kombu's QoS.append, with the SADD in the same transaction.
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
+                .hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]])) \
+                .sadd(key, delivery_tag) \
+                .execute()
+            VirtualQoS.append(self, message, delivery_tag)
+        tags.recorded_by_broker(str(delivery_tag))
+
+
+class TrackingChannel(kombu_redis.Channel):
+    QoS = TrackingQoS
+
+
+class TrackingTransport(kombu_redis.Transport):
+    """``redis://`` as kombu implements it, with ``TrackingQoS``. ``install()`` selects it."""
+
+    Channel = TrackingChannel

@@ -11,12 +11,13 @@ from click.testing import CliRunner
 
 from sentinel_celery.bootsteps import get_registry
 from sentinel_celery.cli import main as cli
-from sentinel_celery.config import get_config
+from sentinel_celery.config import get_config, load_config, set_config
 from sentinel_celery.failover import Failover, WorkerLostRepeatedly, read_dead_letters, read_events
 from sentinel_celery.leases import RedisLeaseBackend, try_acquire
 from sentinel_celery.monitor import LEASE_NAME, Monitor
 from sentinel_celery.processes import wait_for
-from sentinel_celery.tracking import RedisTagTracker
+from sentinel_celery.plugin import create_app
+from sentinel_celery.tracking import RedisTagTracker, TrackingTransport
 from sentinel_celery.unacked import UnackedMessages
 from tests import failover_jobs  # noqa: F401  (the client routes these by their task type)
 
@@ -194,6 +195,33 @@ def test_paused_worker_comes_back_as_zombie_and_stores_nothing_stale(workers, ce
     assert [r["worker"] for r in runs(rclient, namespace, "z-waiting")] == ["fo-b"]
     (event,) = events(rclient, namespace)
     assert event["worker"] == "fo-z" and "fo:z" in event["leases_released"]
+
+
+def test_holder_is_recorded_in_the_same_transaction_as_kombus_unacked_entry(workers, celery_client, rclient, namespace):
+    assert isinstance(celery_client.connection_for_read().transport, TrackingTransport)
+    (wa,) = start(workers, ("fo-a", ["build"], 1))
+    celery_client.send_task("tests.fo.slow", kwargs={"tag": "held", "first": 3})
+    wait_for(lambda: runs(rclient, namespace, "held"), 30, message="fo-a to start")
+    (tag,) = tags_of(rclient, namespace, instance_of("fo-a"))
+    assert rclient.hexists(f"{namespace}unacked", tag)
+    assert "could not record" not in wa.log()
+
+
+def test_a_broker_prefix_outside_the_namespace_falls_back_to_the_writer_thread(workers, rclient, namespace,
+                                                                               monkeypatch):
+    prefix = f"broker-{namespace}"  # not a prefix of the namespace: TrackingQoS cannot address tags:<instance>
+    monkeypatch.setenv("SENTINEL_BROKER_PREFIX", prefix)
+    set_config(load_config())
+    client = create_app("sentinel_celery")
+    try:
+        workers.start("fo-p", queues=["build"], concurrency=1, include=INCLUDE, env={"SENTINEL_BROKER_PREFIX": prefix})
+        client.send_task("tests.fo.slow", kwargs={"tag": "held", "first": 3})
+        wait_for(lambda: runs(rclient, namespace, "held"), 30, message="fo-p to start")
+        (tag,) = wait_for(lambda: tags_of(rclient, namespace, instance_of("fo-p")), 10, message="the tag")
+        assert rclient.hexists(f"{prefix}unacked", tag)
+    finally:
+        for key in rclient.scan_iter(match=f"{prefix}*"):
+            rclient.delete(key)
 
 
 def test_poison_task_goes_to_the_dead_letters(workers, celery_client, rclient, namespace):
