@@ -122,6 +122,23 @@ def test_check_runs_with_an_app_installation_token(github_hub, gh_env, monkeypat
         m.release()
 
 
+def test_first_label_write_is_one_post_and_an_earlier_runs_leftover_label_is_removed(mirror, gh_repo, github_hub):
+    fresh = gh_repo.create_issue("fresh", labels=["release"]).number
+    stale = gh_repo.create_issue("stale", labels=["release", "sentinel:running"]).number  # our cache was lost
+    mirror.step()
+    since = github_hub.log.last_seq
+    lifecycle("t-fresh", issue=fresh)
+    lifecycle("t-stale", issue=stale)
+    flush_until(mirror, lambda: mirror_status(get_config())["outbox_depth"] == 0, message="an empty outbox")
+    calls = [(r.method, r.path.split("/issues/", 1)[-1]) for r in github_hub.requests(since=since)
+             if f"/issues/{fresh}" in r.path or f"/issues/{stale}" in r.path]
+    assert calls == [("POST", f"{fresh}/comments"), ("POST", f"{fresh}/labels"),  # no read before the labels
+                     ("POST", f"{stale}/comments"), ("POST", f"{stale}/labels"),
+                     ("GET", f"{stale}"), ("PATCH", f"{stale}")], calls  # the leftover needed a replace
+    assert labels_of(gh_repo, fresh) == {"release", "sentinel:done"}
+    assert labels_of(gh_repo, stale) == {"release", "sentinel:done"}
+
+
 @pytest.mark.github_hub(limits={"writes_per_minute": 10000, "writes_per_hour": 100000})  # the test's pace is fast
 def test_thousand_task_lifecycles_cost_a_bounded_number_of_requests(mirror, gh_repo, github_hub):
     issues = [gh_repo.create_issue(f"PR {i}").number for i in range(5)]

@@ -12,7 +12,8 @@ One flush (every ``flushIntervalMs``):
    issues (workers.py), alert issues and the dashboard (dashboard.py); every item compares the
    rendered content with the digest of what it wrote last, and writes only differences;
 3. run the items by priority (deaths and stops, then finished tasks, then updates, then the
-   dashboard) for at most about one flush interval, each request paced by the budget;
+   dashboard), oldest first within a priority, for at most about one flush interval, each request
+   paced by the budget;
 4. an item that succeeded clears the pending entries it covered; one that GitHub refused for good
    (404/422/403) is recorded in ``github:rejected`` and cleared; on 5xx, no answer, or a rate limit,
    the flush stops and everything stays pending: the next flushes retry with back-off (or after
@@ -158,6 +159,7 @@ class Mirror:
         result["works"] = sum(1 for w in works if w.run is not None)
         deadline = started + max(self.flush_s, 1.0)
         failed_fields: set[str] = set()
+        written_at: dict[str, int] = {}
         ok: list[Work] = []
         aborted: GitHubError | None = None
         for w in works:
@@ -175,6 +177,9 @@ class Mirror:
                 if w.on_success is not None:
                     w.on_success()
                 ok.append(w)
+                finished = int(time.time() * 1000)
+                for p in w.covers:
+                    written_at[p.field] = finished
             except (Unavailable, RateLimited, AuthFailed) as exc:
                 aborted = exc
                 failed_fields.update(p.field for p in w.covers)
@@ -189,7 +194,7 @@ class Mirror:
                 failed_fields.update(p.field for p in w.covers)
                 self.last_error = f"{w.name}: {type(exc).__name__}: {exc}"
         done = {p.field: p for w in ok for p in w.covers if p.field not in failed_fields}
-        self.state.done(done.values())
+        self.state.done(done.values(), written_at_ms=written_at)
         result["done"] = sum(1 for w in ok if w.run is not None)
         if aborted is not None:
             return self._failed(result, started, aborted)
@@ -210,7 +215,8 @@ class Mirror:
         other = [p for p in pending if p.field not in known]  # kinds nobody mirrors: do not keep them
         if other:
             works.append(Work(3, "events of other kinds", None, other))
-        return sorted(works, key=lambda w: w.priority)
+        # by priority, then oldest first: what a short flush deferred goes ahead of what came since
+        return sorted(works, key=lambda w: (w.priority, min((p.first for p in w.covers if p.first), default=float("inf"))))
 
     def reconcile(self, ctx: Context) -> None:
         """Re-read the issues Sentinel owns (conditional GETs); forget what changed by hand."""

@@ -201,13 +201,17 @@ class MirrorState:
     def pending(self) -> list[Pending]:
         return [Pending.parse(f, raw) for f, raw in self.client.hgetall(self.key("pending")).items()]
 
-    def done(self, entries: Iterable[Pending], *, written_at_ms: int | None = None) -> None:
-        """Remove entries whose writes succeeded (only if nothing was folded into them since)."""
+    def done(self, entries: Iterable[Pending], *, written_at_ms: dict[str, int] | None = None) -> None:
+        """Remove entries whose writes succeeded (only if nothing was folded into them since).
+
+        ``written_at_ms`` (per entry field): when its last write finished, for the lag; default now.
+        """
         entries = list(entries)
         if not entries:
             return
-        now = written_at_ms or int(time.time() * 1000)
-        lags = [max(now - p.first, 0) for p in entries if p.first]
+        now = int(time.time() * 1000)
+        written_at_ms = written_at_ms or {}
+        lags = [max(written_at_ms.get(p.field, now) - p.first, 0) for p in entries if p.first]
         for p in entries:
             self._delete_if_same(keys=[self.key("pending")], args=[p.field, p.raw])
         if lags:

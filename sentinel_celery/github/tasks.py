@@ -13,7 +13,8 @@ per task, then grouped per GitHub object:
   failure / error — or a check run when the credentials are a GitHub App's (``checkRuns``).
 
 Coalescing: whatever happened to an issue's tasks between two flushes costs at most one label
-change (a conditional GET + one PATCH) and one comment edit; a commit at most one status.
+change (a conditional GET + one PATCH; the first one on an issue is a single POST that adds the
+labels) and one comment edit; a commit at most one status.
 
 Owns no Redis keys (object entries ``issue:<n>`` and ``commit:<sha>:<type>`` in
 ``github:objects``, merged task states in ``github:tasks``; see state.py).
@@ -172,6 +173,14 @@ def _sync_issue(ctx: Context, n: int, tasks: dict[str, dict]):
 
 
 def _set_labels(ctx: Context, n: int, obj: dict, want: list[str], login: str | None) -> None:
+    if "labels_all" not in obj and not login:
+        # First touch: adding needs no read (GitHub answers with all the issue's labels), and only
+        # an earlier run's leftovers (our cache was lost) still need the read-and-replace below.
+        added = ctx.client.request("POST", f"issues/{n}/labels", body={"labels": want}).data or []
+        current = [lbl["name"] for lbl in added]
+        if not any(x in TASK_LABELS and x not in want for x in current):
+            obj.update(labels_set=want, labels_all=current, assignees=obj.get("assignees") or [])
+            return
     resp = ctx.client.request("GET", f"issues/{n}", etag=obj.get("etag"))
     if resp.status == 304:
         current, assignees = list(obj.get("labels_all") or []), list(obj.get("assignees") or [])
