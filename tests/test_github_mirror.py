@@ -196,6 +196,22 @@ def test_outage_events_during_it_are_not_lost_and_the_mirror_converges(mirror, g
     assert "late line" in sentinel_comments(gh_repo, numbers[1])[0].body
 
 
+def test_after_an_outage_the_mirror_resumes_without_sitting_out_its_back_off(mirror, gh_repo, github_hub):
+    n = gh_repo.create_issue("job").number
+    mirror.step()
+    github_hub.set_faults(outage_seconds=2)
+    outage_ends = time.time() + 2
+    lifecycle("t-1", issue=n)
+    assert mirror.step()["error"]
+    mirror.next_try = time.time() + 3600  # as after many failed tries: a back-off far longer than the test
+    while time.time() < outage_ends:
+        assert mirror.step()["error"]
+        time.sleep(0.1)
+    since = github_hub.log.last_seq
+    flush_until(mirror, lambda: labels_of(gh_repo, n) == {"sentinel:done"}, timeout=15, message="resumed")
+    assert github_hub.requests(since=since)[0].path == "/rate_limit"  # the probe that found GitHub back
+
+
 @pytest.mark.github_hub(limits={"window": 8})
 def test_exhausted_rate_limit_no_request_until_reset(mirror, gh_repo, github_hub):
     numbers = [gh_repo.create_issue(f"job {i}").number for i in range(3)]

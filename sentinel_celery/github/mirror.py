@@ -18,6 +18,8 @@ One flush (every ``flushIntervalMs``):
    (404/422/403) is recorded in ``github:rejected`` and cleared; on 5xx, no answer, or a rate limit,
    the flush stops and everything stays pending: the next flushes retry with back-off (or after
    ``retry-after``/``x-ratelimit-reset``) and converge, because they re-render from the latest state.
+   During an outage's back-off a cheap ``GET /rate_limit`` each flush interval tells when GitHub is
+   back, so the mirror resumes at once rather than at the end of its back-off.
 
 Every ``reconcileIntervalMs`` (and on ``sentinel github sync``) the issues Sentinel owns are
 re-read with conditional GETs (ETag: a 304 costs no rate limit); one edited or closed by hand is
@@ -79,6 +81,8 @@ class Mirror:
         self.last_reconcile = time.time()
         self.last_prune = 0.0
         self.last_error: str | None = None
+        self.down = False  # the last failure was GitHub not answering (5xx, no connection)
+        self.last_probe = 0.0
 
     # -- leadership --------------------------------------------------------------------------
     @property
@@ -140,7 +144,7 @@ class Mirror:
         if not configured(self.cfg):
             result["error"] = "GitHub is not configured"
             return self._finish(result, started)
-        if started < self.next_try and not force:
+        if started < self.next_try and not force and not self._back_up(started):
             result["error"] = f"waiting {self.next_try - started:.0f}s after: {self.last_error}"
             return self._finish(result, started)
         try:
@@ -199,6 +203,7 @@ class Mirror:
         if aborted is not None:
             return self._failed(result, started, aborted)
         self.failures = 0
+        self.down = False
         self.last_error = None
         if ctx.cold:
             self.state.mark_warm()
@@ -242,8 +247,23 @@ class Mirror:
                 obj.update(open=resp.data.get("state") == "open", fp=None, digest=None, written=0)
             self.state.put_object(obj_id, obj)
 
+    def _back_up(self, now: float) -> bool:
+        """While backing off from an outage: is GitHub answering again? (``GET /rate_limit``, at most
+        once per flush interval or second; GitHub does not count it against the rate limit.) So the
+        mirror resumes within a flush of GitHub's return instead of sitting out its back-off."""
+        if not self.down or now - self.last_probe < max(self.flush_s, 1.0) or self.client is None:
+            return False
+        self.last_probe = now
+        try:
+            self.client.request("GET", "/rate_limit")
+        except GitHubError:
+            return False
+        logger.info("sentinel: GitHub answers again; the mirror resumes")
+        return True
+
     def _failed(self, result: dict, started: float, exc: GitHubError) -> dict:
         self.failures += 1
+        self.down = isinstance(exc, Unavailable)
         if isinstance(exc, RateLimited) and exc.until:
             self.next_try = max(exc.until, self.budget.blocked_until)
         elif isinstance(exc, (AuthFailed, NotConfigured, Forbidden)):
