@@ -13,6 +13,7 @@ Modules, one concern each:
 * :mod:`.routing` — path patterns and :class:`~.routing.Response`
 * :mod:`.context` — what a handler sees; repository access rules; pagination
 * :mod:`.auth` — tokens, kinds and access levels; the tokens file
+* :mod:`.apps` — GitHub Apps: keys, installations, JWT verification
 * :mod:`.ratelimit` — primary and secondary rate limits
 * :mod:`.faults` — fault injection
 * :mod:`.requestlog` — the request log
@@ -28,9 +29,20 @@ Modules, one concern each:
 """
 
 from .app import Hub
+from .apps import AppKey, AppSpec, generate_app_key
 from .auth import TokenSpec, generate_token
 from .faults import Faults
 from .ratelimit import Limits
 from .requestlog import LoggedRequest
 
-__all__ = ["Hub", "TokenSpec", "Limits", "Faults", "LoggedRequest", "generate_token"]
+__all__ = [
+    "Hub",
+    "TokenSpec",
+    "AppSpec",
+    "AppKey",
+    "Limits",
+    "Faults",
+    "LoggedRequest",
+    "generate_token",
+    "generate_app_key",
+]

@@ -9,14 +9,21 @@ that tests, ``sentinel demo`` and the ``sentinel hub`` command use::
         gh.get_repo(hub.repo).create_issue("hello")
         hub.set_faults(fail_next=1)
         hub.requests(method="POST")           # what clients sent
+
+GitHub Apps (:meth:`Hub.add_app`, ``apps=``) sign JWTs that buy installation
+tokens from ``POST /app/installations/{id}/access_tokens``; those expire by
+the hub's ``clock``, which tests may move forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import TYPE_CHECKING, Any, Iterable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from .auth import Principal, TokenRegistry, TokenSpec, generate_token, load_tokens_file
+from .apps import INSTALLATION_TOKEN_LIFETIME, AppRegistry, AppSpec
+from .auth import Access, Principal, TokenRegistry, TokenSpec, generate_token, load_tokens_file
 from .faults import Faults
 from .pipeline import Pipeline
 from .ratelimit import Limits, Quota, RateLimiter
@@ -42,12 +49,18 @@ class Hub:
         the first repository's owner; a :class:`TokenSpec` or tokens-file style
         dict gives kind, access and repositories. With none here nor in
         ``tokens_file``, one admin token is generated (``generated_token``).
-    :param tokens_file: a JSON tokens file (see :mod:`sentinel_celery.hub.auth`).
+    :param tokens_file: a JSON tokens file (see :mod:`sentinel_celery.hub.auth`), with
+        tokens and/or GitHub Apps.
+    :param apps: GitHub Apps to accept: :class:`~.apps.AppSpec` or tokens-file style dicts
+        (``{"app_id": 42, "public_key": PEM, "installations": [{"id": 7, "repos": [...]}]}``).
     :param host: a loopback address; anything else is refused.
     :param port: 0 picks a free port.
     :param limits: rate limits (:class:`Limits`), or keyword overrides as a dict.
     :param faults: initial fault settings (keywords of :meth:`Faults.configure`).
     :param seed: seed for the random failure draw.
+    :param clock: the hub's time in epoch seconds, for installation tokens' expiry and rate-limit
+        windows; a test passes one it can move forward. (JWTs are checked against the real time,
+        which their signers use.)
     """
 
     def __init__(
@@ -57,24 +70,28 @@ class Hub:
         tokens: Iterable[Any] | None = None,
         *,
         tokens_file: str | None = None,
+        apps: Iterable[AppSpec | dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         limits: Limits | dict[str, Any] | None = None,
         faults: dict[str, Any] | None = None,
         seed: int | None = None,
         log_size: int = 100_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"sentinel hub binds loopback addresses only, not {host!r}")
         self.host = host
         self._port = port
         self.store = Store(db)
-        self.limiter = RateLimiter(limits if isinstance(limits, Limits) else Limits(**(limits or {})))
+        self.clock = clock
+        self.limiter = RateLimiter(limits if isinstance(limits, Limits) else Limits(**(limits or {})), clock=clock)
         self.faults = Faults(seed=seed)
         if faults:
             self.faults.configure(**faults)
         self.log = RequestLog(log_size)
-        self.tokens = TokenRegistry()
+        self.apps = AppRegistry()
+        self.tokens = TokenRegistry(self.apps, clock=clock)
 
         wanted = list(repos or [])
         created = [self.store.create_repo(full_name) for full_name in wanted]
@@ -88,9 +105,13 @@ class Hub:
         self.generated_token: str | None = None
         for item in tokens or []:
             self._add_spec(self._spec(item))
+        file_apps: list[AppSpec] = []
         if tokens_file:
-            for spec in load_tokens_file(tokens_file, default_login=self.owner):
+            file_tokens, file_apps = load_tokens_file(tokens_file, default_login=self.owner)
+            for spec in file_tokens:
                 self._add_spec(spec)
+        for app in [*(apps or []), *file_apps]:
+            self._add_app(app if isinstance(app, AppSpec) else AppSpec.from_dict(app))
         if self.token is None:  # no admin token given: make one, the CLI prints it
             self.token = self.generated_token = generate_token()
             self._add_spec(
@@ -114,8 +135,12 @@ class Hub:
         return next(label for label in (base, *(f"{base}-{n}" for n in range(1, 10_000))) if label not in taken)
 
     def _add_spec(self, spec: TokenSpec) -> Principal:
-        # rate limits and the request log are keyed by label, so labels must be unique
-        if any(p.label == spec.label and p.spec.token != spec.token for p in self.tokens.principals()):
+        # rate limits and the request log are keyed by label, so labels must be unique, except that
+        # an installation's tokens share one: GitHub limits the installation, not each of its tokens
+        if any(
+            p.label == spec.label and p.spec.token != spec.token and not p.spec.same_installation(spec)
+            for p in self.tokens.principals()
+        ):
             raise ValueError(f"two tokens with the label {spec.label!r}")
         user_id = self.store.ensure_user(spec.user_login, "Bot" if spec.is_app else "User")
         if not spec.is_app:
@@ -163,6 +188,74 @@ class Hub:
         )
         self._add_spec(spec)
         return value
+
+    # GitHub Apps ---------------------------------------------------------
+    def add_app(
+        self,
+        app_id: int,
+        public_key: str,
+        installations: Mapping[int, Iterable[str]] | None = None,
+        *,
+        slug: str = "sentinel",
+        owner: str | None = None,
+    ) -> AppSpec:
+        """Accept a GitHub App: JWTs verified by ``public_key`` (PEM; a private key's public half is used).
+
+        ``installations`` maps installation ids to the repositories each covers;
+        by default installation 1 covers every repository the hub has now.
+        """
+        if installations is None:
+            installations = {1: [row["full_name"] for row in self.store.repos()]}
+        return self._add_app(AppSpec.build(app_id, public_key, installations, slug=slug, owner=owner))
+
+    def _add_app(self, app: AppSpec) -> AppSpec:
+        app = dataclasses.replace(app, owner=app.owner or self.owner)
+        self.store.ensure_user(app.owner)
+        # a JWT authenticates as the app itself: no repository, and only the /app endpoints take it
+        spec = TokenSpec(
+            token=f"jwt:{app.app_id}",
+            login=app.bot_login,
+            label=app.jwt_label,
+            kind="app",
+            access="read",
+            repos=(),
+            app_slug=app.slug,
+            app_id=app.app_id,
+            installation_id=0,
+        )
+        self.apps.add(app, Principal(spec, self.store.ensure_user(app.bot_login, "Bot"), app=app))
+        return app
+
+    def mint_installation_token(
+        self, app_id: int, installation_id: int, *, repos: Iterable[str] | None = None, access: Access = "write"
+    ) -> TokenSpec:
+        """A new installation token (``ghs_``) that expires an hour from now by the hub's clock.
+
+        ``repos`` narrows it to some of the installation's repositories. What
+        ``POST /app/installations/{id}/access_tokens`` answers with.
+        """
+        app = self.apps.get(app_id)
+        installation = app.installation(installation_id) if app else None
+        if app is None or installation is None:
+            raise ValueError(f"no installation {installation_id} of app {app_id}")
+        covered = {name.lower() for name in installation.repos}
+        if repos is not None and not {name.lower() for name in repos} <= covered:
+            raise ValueError(f"installation {installation_id} does not cover all of {sorted(repos)}")
+        self.tokens.prune_expired()
+        spec = TokenSpec(
+            token=generate_token("app"),
+            login=app.bot_login,
+            label=app.installation_label(installation.id),
+            kind="app",
+            access=access,
+            repos=tuple(repos) if repos is not None else installation.repos,
+            app_slug=app.slug,
+            app_id=app.app_id,
+            installation_id=installation.id,
+            expires_at=self.clock() + INSTALLATION_TOKEN_LIFETIME,
+        )
+        self._add_spec(spec)
+        return spec
 
     def quota_for(self, principal: Principal) -> Quota:
         exhausted, until = self.faults.rate_limit_exhausted()

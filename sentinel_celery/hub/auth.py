@@ -1,13 +1,18 @@
 """Tokens: who may call the hub and what they may do.
 
-Owns :class:`TokenSpec` (a token's owner, kind and access level),
+Owns :class:`TokenSpec` (a token's owner, kind, access level and expiry),
 :class:`TokenRegistry` (lookup by the ``Authorization`` header, GitHub's 401
-messages) and the tokens-file format::
+messages), which credentials an endpoint takes (:func:`require_credentials`)
+and the tokens-file format::
 
     {"tokens": [
         {"token": "ro-1", "label": "reader", "login": "viewer", "access": "read"},
         {"token": "ghs_1", "label": "sentinel-app", "kind": "app",
          "app_slug": "sentinel", "repos": ["acme/app"]}
+    ],
+     "apps": [
+        {"app_id": 42, "slug": "sentinel", "public_key_path": "app.pem",
+         "installations": [{"id": 7, "repos": ["acme/app"]}]}
     ]}
 
 ``access`` is ``read`` (GETs only), ``write`` (the default) or ``admin``
@@ -16,6 +21,12 @@ messages) and the tokens-file format::
 the only kind allowed to write check runs; its user is ``<app_slug>[bot]``).
 ``repos`` limits a token to some repositories; others answer 404, as GitHub
 does for repositories a token cannot see.
+
+``apps`` registers GitHub Apps (see :mod:`.apps`): a Bearer JWT signed with an
+app's private key authenticates as the app itself, on the ``/app`` endpoints
+only, and buys installation tokens (``ghs_``, ``kind="app"``) that expire after
+an hour. ``public_key_path`` is relative to the tokens file; ``public_key``
+gives the PEM inline.
 
 Raw tokens never leave this module except through ``TokenSpec.token``; logs and
 admin output carry ``label`` only.
@@ -26,14 +37,17 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
+from .apps import JWT_UNDECODABLE, AppRegistry, AppSpec
 from .errors import HubError
 
 Access = Literal["read", "write", "admin"]
 Kind = Literal["user", "app"]
+Credentials = Literal["token", "jwt"]  # what an endpoint takes: a personal/installation token, or an app's JWT
 _ACCESS = ("read", "write", "admin")
 _KINDS = ("user", "app")
 
@@ -55,6 +69,7 @@ class TokenSpec:
     app_slug: str = "sentinel"
     app_id: int = 1
     installation_id: int = 1
+    expires_at: float | None = None  # epoch seconds by the hub's clock; None: never
 
     def __post_init__(self) -> None:
         if self.access not in _ACCESS:
@@ -79,6 +94,16 @@ class TokenSpec:
     @property
     def user_login(self) -> str:
         return f"{self.app_slug}[bot]" if self.is_app else self.login
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def same_installation(self, other: "TokenSpec") -> bool:
+        return (
+            self.is_app
+            and other.is_app
+            and (self.app_id, self.installation_id) == (other.app_id, other.installation_id)
+        )
 
     def sees_repo(self, full_name: str) -> bool:
         return self.repos is None or full_name.lower() in {r.lower() for r in self.repos}
@@ -114,25 +139,54 @@ class TokenSpec:
         )
 
 
-def load_tokens_file(path: str | Path, *, default_login: str) -> list[TokenSpec]:
-    """Read a tokens file: ``{"tokens": [...]}`` or a bare list of entries."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    entries = data.get("tokens") if isinstance(data, dict) else data
+def load_tokens_file(path: str | Path, *, default_login: str) -> tuple[list[TokenSpec], list[AppSpec]]:
+    """Read a tokens file: ``{"tokens": [...], "apps": [...]}`` (either may be left out) or a bare list of tokens."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        unknown = set(data) - {"tokens", "apps"}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        if not data:
+            raise ValueError(f'{path}: expected {{"tokens": [...]}} and/or {{"apps": [...]}}')
+    entries = data.get("tokens", []) if isinstance(data, dict) else data
+    apps = data.get("apps", []) if isinstance(data, dict) else []
     if not isinstance(entries, list):
         raise ValueError(f'{path}: expected a list of tokens or {{"tokens": [...]}}')
-    return [TokenSpec.from_dict(entry, default_login=default_login, index=i) for i, entry in enumerate(entries)]
+    if not isinstance(apps, list):
+        raise ValueError(f'{path}: expected {{"apps": [...]}} to be a list')
+    tokens = [TokenSpec.from_dict(entry, default_login=default_login, index=i) for i, entry in enumerate(entries)]
+    return tokens, [AppSpec.from_dict(entry, index=i, base_dir=path.parent) for i, entry in enumerate(apps)]
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the token's spec plus its user's row id."""
+    """An authenticated caller: the token's spec plus its user's row id.
+
+    ``app`` is set when the caller signed a JWT as that GitHub App rather than
+    sending a token; only ``/app`` endpoints take such callers.
+    """
 
     spec: TokenSpec
     user_id: int
+    app: AppSpec | None = None
 
     @property
     def label(self) -> str:
         return self.spec.label
+
+
+def require_credentials(principal: Principal | None, credentials: Credentials) -> None:
+    """Refuse a caller holding the other kind of credentials than the endpoint takes (GitHub: 401 both ways)."""
+    as_app = principal is not None and principal.app is not None
+    if credentials == "jwt" and not as_app:
+        raise HubError(401, JWT_UNDECODABLE)
+    if credentials == "token" and as_app:
+        raise HubError(401, "Bad credentials")
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2  # header.payload.signature; GitHub's tokens have no dots
 
 
 def parse_authorization(header: str | None) -> str | None:
@@ -146,11 +200,16 @@ def parse_authorization(header: str | None) -> str | None:
 
 
 class TokenRegistry:
-    """The tokens the hub accepts; safe to change while requests are served."""
+    """The tokens the hub accepts, and the apps whose JWTs it accepts; safe to change while requests are served.
 
-    def __init__(self) -> None:
+    ``clock`` tells when a token with an ``expires_at`` has expired.
+    """
+
+    def __init__(self, apps: AppRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._by_token: dict[str, Principal] = {}
+        self.apps = apps or AppRegistry()
+        self._clock = clock
 
     def add(self, principal: Principal) -> None:
         with self._lock:
@@ -164,6 +223,12 @@ class TokenRegistry:
         with self._lock:
             return list(self._by_token.values())
 
+    def prune_expired(self) -> None:
+        now = self._clock()
+        with self._lock:
+            for token in [t for t, p in self._by_token.items() if p.spec.expired(now)]:
+                del self._by_token[token]
+
     def authenticate(self, header: str | None) -> Principal:
         token = parse_authorization(header)
         if token is None:
@@ -171,5 +236,10 @@ class TokenRegistry:
         with self._lock:
             principal = self._by_token.get(token) if token else None
         if principal is None:
+            if token and _looks_like_jwt(token):
+                return self.apps.authenticate(token)
+            raise HubError(401, "Bad credentials")
+        if principal.spec.expired(self._clock()):
+            self.remove(token)
             raise HubError(401, "Bad credentials")
         return principal

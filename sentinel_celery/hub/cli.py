@@ -3,7 +3,8 @@
 Owns :data:`hub_command` (a click command the main CLI registers as
 ``sentinel hub``). It prints the base URL and, only when it generated one,
 the token; tokens given with ``--token``, ``SENTINEL_HUB_TOKEN`` or
-``--tokens-file`` are never printed.
+``--tokens-file`` are never printed. ``--app ID:KEY_PATH:INSTALLATION_ID``
+accepts a GitHub App whose installation covers the hub's repositories.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,6 +23,17 @@ from .ratelimit import Limits
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _parse_app(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[int, str, int]]:
+    apps = []
+    for value in values:
+        app_id, _, rest = value.partition(":")
+        key_path, _, installation_id = rest.rpartition(":")
+        if not (app_id.isdigit() and key_path and installation_id.isdigit()):
+            raise click.BadParameter(f"{value!r} is not ID:KEY_PATH:INSTALLATION_ID")
+        apps.append((int(app_id), key_path, int(installation_id)))
+    return apps
 
 
 @click.command("hub")
@@ -39,7 +52,18 @@ def _interrupt(signum: int, frame: object) -> None:
     "--tokens-file",
     type=click.Path(exists=True, dir_okay=False),
     envvar="SENTINEL_HUB_TOKENS_FILE",
-    help="JSON file of tokens with login, kind (user|app), access (read|write|admin) and repos.",
+    help="JSON file of tokens (login, kind user|app, access read|write|admin, repos) and GitHub Apps "
+    "(app_id, slug, public_key_path, installations).",
+)
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    callback=_parse_app,
+    metavar="ID:KEY_PATH:INSTALLATION_ID",
+    help="Accept a GitHub App's JWTs, verified with the RSA key in KEY_PATH (public, or the private key's public "
+    "half); its installation covers every repo (repeatable; the app is sentinel[bot], or sentinel-ID[bot] "
+    "with several).",
 )
 @click.option(
     "--rate-limit", default=5000, show_default=True, type=int, help="Primary limit: requests per token per window."
@@ -71,6 +95,7 @@ def hub_command(
     repos: tuple[str, ...],
     tokens: tuple[str, ...],
     tokens_file: str | None,
+    apps: list[tuple[int, str, int]],
     rate_limit: int,
     rate_limit_window: float,
     writes_per_minute: int,
@@ -113,6 +138,14 @@ def hub_command(
             faults=faults,
             seed=seed,
         )
+        repo_names = [row["full_name"] for row in hub.store.repos()]
+        for app_id, key_path, installation_id in apps:
+            try:
+                pem = Path(key_path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"--app {app_id}: cannot read {key_path}: {exc.strerror}") from None
+            slug = "sentinel" if len(apps) == 1 else f"sentinel-{app_id}"
+            hub.add_app(app_id, pem, {installation_id: repo_names}, slug=slug)
         hub.bind()
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -123,6 +156,9 @@ def hub_command(
     if not quiet:
         for row in hub.store.repos():
             click.echo(f"repo: {row['full_name']}  issues: {hub.base_url}/{row['full_name']}/issues")
+        for app in hub.apps.apps():
+            for installation in app.installations:
+                click.echo(f"app: {app.app_id} ({app.bot_login})  installation {installation.id}")
         active = {key: value for key, value in faults.items() if key != "fail_status" and value}
         if active:
             click.echo(f"faults: {json.dumps(active)}")

@@ -19,6 +19,13 @@ Registered as a ``pytest11`` entry point, so every test session has:
 
 ``github_hub_factory``
     ``github_hub_factory(**hub_kwargs)`` starts more hubs; all stop at teardown.
+
+``github_app_key``
+    An RSA key pair for a GitHub App (:class:`~sentinel_celery.hub.AppKey`:
+    ``private_pem`` for PyGithub's ``Auth.AppAuth``, ``public_pem`` for the
+    hub), made once per session; :func:`~sentinel_celery.hub.generate_app_key`
+    makes more. Register the app with ``github_hub.add_app(42, key.public_pem,
+    {7: ["acme/app"]})``, or ``apps=[...]`` in the marker or the factory.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from .app import Hub
+from .apps import AppKey, generate_app_key
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,3 +77,8 @@ def github_hub_session(_github_hub_session_instance: Hub) -> Hub:
     hub.clear_requests()
     hub.reset_rate_limits()
     return hub
+
+
+@pytest.fixture(scope="session")
+def github_app_key() -> AppKey:
+    return generate_app_key()

@@ -4,14 +4,21 @@ Owns :class:`Router` (``/repos/{owner}/{repo}/issues/{number:int}``-style
 patterns compiled to regexes) and :class:`Response`, the value every handler
 returns. Path parameters are percent-decoded after matching, so an encoded
 ``/`` inside a label name never splits a segment.
+
+Each route says which credentials it takes: ``"token"`` (personal and
+installation tokens, the default) or ``"jwt"`` (a GitHub App's own JWT, the
+``/app`` endpoints); its handler refuses the other kind with a 401.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .auth import Credentials, require_credentials
 
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -38,6 +45,7 @@ class Route:
     regex: re.Pattern[str]
     handler: Handler
     int_params: frozenset[str]
+    credentials: Credentials = "token"
 
 
 def _compile(pattern: str) -> tuple[re.Pattern[str], frozenset[str]]:
@@ -55,19 +63,31 @@ def _compile(pattern: str) -> tuple[re.Pattern[str], frozenset[str]]:
     return re.compile("".join(parts) + "/?$"), frozenset(ints)
 
 
+def _taking(credentials: Credentials, handler: Handler) -> Handler:
+    """``handler``, run only for callers that authenticated with ``credentials``."""
+
+    @functools.wraps(handler)
+    def guarded(ctx: Any, **params: Any) -> Response:
+        require_credentials(ctx.principal, credentials)
+        return handler(ctx, **params)
+
+    return guarded
+
+
 class Router:
     """An ordered list of routes; the first whose method and pattern match wins."""
 
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, *, credentials: Credentials = "token") -> None:
         regex, ints = _compile(pattern)
-        self.routes.append(Route(method.upper(), pattern, regex, handler, ints))
+        guarded = _taking(credentials, handler)
+        self.routes.append(Route(method.upper(), pattern, regex, guarded, ints, credentials))
 
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def route(self, method: str, pattern: str, *, credentials: Credentials = "token") -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
-            self.add(method, pattern, handler)
+            self.add(method, pattern, handler, credentials=credentials)
             return handler
 
         return decorator
