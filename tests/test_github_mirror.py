@@ -196,6 +196,26 @@ def test_outage_events_during_it_are_not_lost_and_the_mirror_converges(mirror, g
     assert "late line" in sentinel_comments(gh_repo, numbers[1])[0].body
 
 
+def test_label_read_waits_for_the_write_slot_so_a_persons_label_cannot_slip_in_between(mirror, gh_repo, github_hub):
+    n = gh_repo.create_issue("job", labels=["release"]).number
+    outbox.append("task", "l-1", {"state": "QUEUED", "task": "workers.build.run", "task_type": "build",
+                                  "github_issue": n, "at": now_ms()})
+    flush_until(mirror, lambda: "sentinel:queued" in labels_of(gh_repo, n), message="queued")
+    mirror.budget.pace.per_second = 1.0  # GitHub's pace: a second between writes
+    since = github_hub.log.last_seq
+    outbox.append("task", "l-1", {"state": "SUCCESS", "github_issue": n, "at": now_ms()}, final=True)
+    flush_until(mirror, lambda: "sentinel:done" in labels_of(gh_repo, n), message="done")
+    log = [r for r in github_hub.requests(since=since) if r.path.startswith(f"/repos/{github_hub.repo}/issues")]
+    issue = f"/repos/{github_hub.repo}/issues/{n}"
+    (read,) = [i for i, r in enumerate(log[1:-1], 1)  # the mirror's read-and-replace of the labels
+               if (r.method, r.path, log[i + 1].method, log[i + 1].path) == ("GET", issue, "PATCH", issue)]
+    comment_edit = log[read - 1]
+    assert comment_edit.method == "PATCH" and "/comments/" in comment_edit.path
+    read_after = log[read].ts - comment_edit.ts
+    assert read_after >= 0.9, read_after  # the read waited for the write slot, not the replace after it
+    assert labels_of(gh_repo, n) == {"release", "sentinel:done"}
+
+
 def test_after_an_outage_the_mirror_resumes_without_sitting_out_its_back_off(mirror, gh_repo, github_hub):
     n = gh_repo.create_issue("job").number
     mirror.step()

@@ -144,6 +144,16 @@ class GitHubClient:
     def repo_path(self) -> str:
         return f"/repos/{self.owner}/{self.repo}"
 
+    def wait_turn(self, write: bool, path: str = "") -> None:
+        """Wait until the budget allows a request (a write if ``write``); raise if that is too far off."""
+        if self.budget is None:
+            return
+        wait, reason = self.budget.delay(write)
+        if wait > self.max_wait:
+            raise RateLimited(f"not before {wait:.0f}s: {reason}", self.budget.clock() + wait, path=path)
+        if wait > 0 and self.stop.wait(wait):
+            raise Unavailable("stopping", path=path)
+
     def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
                 etag: str | None = None) -> Response:
         """Send one request; 2xx and 304 return, everything else raises a :class:`GitHubError`.
@@ -151,12 +161,7 @@ class GitHubClient:
         A ``path`` without a leading slash is relative to the repository (``issues/3``).
         """
         method = method.upper()
-        if self.budget is not None:
-            wait, reason = self.budget.delay(method in WRITE_METHODS)
-            if wait > self.max_wait:
-                raise RateLimited(f"not before {wait:.0f}s: {reason}", self.budget.clock() + wait, path=path)
-            if wait > 0 and self.stop.wait(wait):
-                raise Unavailable("stopping", path=path)
+        self.wait_turn(method in WRITE_METHODS, path)
         headers = {"If-None-Match": etag} if etag else None
         if not path.startswith("/"):
             path = f"{self.repo_path}/{path}"

@@ -181,6 +181,9 @@ def _set_labels(ctx: Context, n: int, obj: dict, want: list[str], login: str | N
         if not any(x in TASK_LABELS and x not in want for x in current):
             obj.update(labels_set=want, labels_all=current, assignees=obj.get("assignees") or [])
             return
+    # Read only once the write may go at once: a label someone adds between our read and our
+    # replace would be lost, so keep that window one round trip, not a write-pacing wait.
+    ctx.client.wait_turn(True, f"issues/{n}")
     resp = ctx.client.request("GET", f"issues/{n}", etag=obj.get("etag"))
     if resp.status == 304:
         current, assignees = list(obj.get("labels_all") or []), list(obj.get("assignees") or [])
