@@ -52,6 +52,7 @@ SCHEMA: dict[str, Any] = {
             "ttlSeconds": _opt((int, float), 300),
             "retryAttempts": _opt(int, 3),
             "retryDelayMs": _opt(int, 1000),
+            "statsRetentionSeconds": _opt((int, float), 7 * 24 * 3600),
         },
         "heartbeat": {
             "intervalMs": _opt(int, 2000),

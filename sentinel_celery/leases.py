@@ -1,17 +1,23 @@
 """Fenced leases: mutual exclusion with a TTL, owner-checked renew/release and fencing tokens.
 
-A lease is a Redis hash that expires. Every acquisition takes its token from a per-name counter
-that never expires, so tokens for a name strictly increase. Renew and release compare owner and
+A lease is a Redis hash that expires. Every acquisition takes its token from one counter per
+namespace that never expires, so tokens for every name strictly increase, and a name leaves nothing
+behind but its stats, which expire ``statsRetentionSeconds`` after its last acquisition: lock keys
+like ``build:{sha}`` do not make Redis grow without bound. Renew and release compare owner and
 token atomically (Lua), so a holder that was paused past its TTL can neither extend nor delete the
 lease of the holder that came after it. A process-wide :class:`LeaseKeeper` thread renews every
 held lease at about a third of its TTL and marks it lost when renewal is refused.
 
 Redis keys (under the namespace):
   lease:<name>          hash: owner, token, acquired, expires, worker, task_id (PEXPIRE = ttl)
-  lease:fence:<name>    counter: the last token handed out (never expires)
-  lease:stats:<name>    hash: acquisitions, conflicts, waits, releases, lost, fenced
+  lease:fence           counter: the last token handed out, for all names (never expires)
+  lease:stats:<name>    hash: acquisitions, conflicts, waits, releases, lost, fenced, last_token, ...;
+                        expires statsRetentionSeconds after the last acquisition
   leases:held           zset: name -> expiry (ms), for listing without SCAN
-  leases:known          set: every name ever acquired, for stats
+  leases:recent         zset: name -> last acquisition (ms), for stats; older than the retention is
+                        dropped when stats are read
+  (lease:fence:<name>, leases:known: per-name counters and the name set of earlier versions; a
+  per-name counter is folded into lease:fence when its name is next acquired)
   worker:<id>:leases    set: names held by a worker, so failover can fence them
 """
 from __future__ import annotations
@@ -68,13 +74,23 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, h[1], h[2], redis.call('PTTL', KEYS[1])}
 end
 local token = redis.call('INCR', KEYS[2])
+local legacy = redis.call('GET', KEYS[7])
+if legacy then
+  if tonumber(legacy) >= token then
+    token = tonumber(legacy) + 1
+    redis.call('SET', KEYS[2], token)
+  end
+  redis.call('DEL', KEYS[7])
+end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token, 'acquired', now,
            'expires', now + ttl, 'worker', ARGV[3], 'task_id', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('HINCRBY', KEYS[3], 'acquisitions', 1)
-redis.call('HSET', KEYS[3], 'last_holder', ARGV[1], 'last_worker', ARGV[3], 'last_acquired', now)
+redis.call('HSET', KEYS[3], 'last_holder', ARGV[1], 'last_worker', ARGV[3], 'last_acquired', now,
+           'last_token', token)
+redis.call('PEXPIRE', KEYS[3], math.max(tonumber(ARGV[6]), 2 * ttl))
 redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
-redis.call('SADD', KEYS[6], ARGV[5])
+redis.call('ZADD', KEYS[6], now, ARGV[5])
 if ARGV[3] ~= '' then redis.call('SADD', KEYS[5], ARGV[5]) end
 return {1, token, now}
 """
@@ -114,7 +130,6 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = prefix .. 'lease:' .. name
   if redis.call('HGET', key, 'worker') == ARGV[2] then
     redis.call('DEL', key)
-    redis.call('INCR', prefix .. 'lease:fence:' .. name)
     redis.call('ZREM', prefix .. 'leases:held', name)
     redis.call('HINCRBY', prefix .. 'lease:stats:' .. name, 'fenced', 1)
     table.insert(released, name)
@@ -153,9 +168,10 @@ class LeaseBackend:
 
 
 class RedisLeaseBackend(LeaseBackend):
-    def __init__(self, client: redis.Redis, namespace: str):
+    def __init__(self, client: redis.Redis, namespace: str, stats_retention_s: float = 7 * 24 * 3600):
         self.client = client
         self.ns = namespace
+        self.stats_retention_ms = int(stats_retention_s * 1000)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -174,10 +190,15 @@ class RedisLeaseBackend(LeaseBackend):
     def held_key(self) -> str:
         return f"{self.ns}leases:held"
 
+    @property
+    def recent_key(self) -> str:
+        return f"{self.ns}leases:recent"
+
     def acquire(self, name, owner, ttl_ms, worker="", task_id=""):
-        keys = [self.key(name), f"{self.ns}lease:fence:{name}", self.stats_key(name), self.held_key,
-                self.worker_key(worker), f"{self.ns}leases:known"]
-        res = self._acquire(keys=keys, args=[owner, int(ttl_ms), worker, task_id or "", name])
+        keys = [self.key(name), f"{self.ns}lease:fence", self.stats_key(name), self.held_key,
+                self.worker_key(worker), self.recent_key, f"{self.ns}lease:fence:{name}"]
+        res = self._acquire(keys=keys, args=[owner, int(ttl_ms), worker, task_id or "", name,
+                                             self.stats_retention_ms])
         if int(res[0]) == 1:
             return Acquired(True, token=int(res[1]))
         return Acquired(False, holder=res[1], token=int(res[2]) if res[2] else None,
@@ -218,18 +239,20 @@ class RedisLeaseBackend(LeaseBackend):
         return out
 
     def stats(self) -> list[dict]:
-        names = sorted(self.client.smembers(f"{self.ns}leases:known"))
+        """Every name acquired within the stats retention, with its counters and current holder."""
+        now_ms = int(time.time() * 1000)
+        self.client.zremrangebyscore(self.recent_key, "-inf", now_ms - self.stats_retention_ms)
+        names = sorted(self.client.zrange(self.recent_key, 0, -1))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.stats_key(name))
             pipe.hmget(self.key(name), "owner", "token", "worker")
-            pipe.get(f"{self.ns}lease:fence:{name}")
         res = pipe.execute()
         out = []
         for i, name in enumerate(names):
-            stats, (owner, token, worker), fence = res[3 * i], res[3 * i + 1], res[3 * i + 2]
+            stats, (owner, token, worker) = res[2 * i], res[2 * i + 1]
             row = {"name": name, "holder": owner, "holder_worker": worker,
-                   "token": int(token) if token else None, "last_token": int(fence or 0)}
+                   "token": int(token) if token else None, "last_token": int(stats.get("last_token") or 0)}
             for stat in ("acquisitions", "conflicts", "waits", "releases", "lost", "fenced"):
                 row[stat] = int(stats.get(stat, 0))
             row["last_worker"] = stats.get("last_worker")
@@ -389,7 +412,8 @@ def get_backend(url: str | None = None, namespace: str | None = None) -> RedisLe
     url, namespace = url or cfg.redis_url, namespace or cfg.namespace
     backend = _backends.get((url, namespace))
     if backend is None:
-        backend = _backends[(url, namespace)] = RedisLeaseBackend(get_redis(url), namespace)
+        backend = _backends[(url, namespace)] = RedisLeaseBackend(
+            get_redis(url), namespace, cfg.get("distributed.locking.statsRetentionSeconds"))
     return backend
 
 

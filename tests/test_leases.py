@@ -126,10 +126,34 @@ def test_fencing_a_worker_releases_its_leases_and_rejects_its_late_renewal(senti
     other = try_acquire("env:qa", 30, worker="live-worker", renew=False)
     assert get_backend().fence_worker("dead-worker") == ["env:prod"]
     assert rclient.exists(f"{namespace}lease:env:prod") == 0
-    assert int(rclient.get(f"{namespace}lease:fence:env:prod")) == held.token + 1
     assert held.renew() is False and held.lost
     assert other.renew() is True
-    assert try_acquire("env:prod", 5).token == held.token + 2
+    assert try_acquire("env:prod", 5).token > other.token > held.token
+
+
+def test_distinct_lock_keys_leave_no_state_behind_but_expiring_stats(sentinel_env, rclient, namespace):
+    tokens = []
+    for i in range(30):  # like build:{sha}: a new name every time
+        lease = try_acquire(f"build:{i}", 30, renew=False)
+        tokens.append(lease.token)
+        assert lease.release()
+    assert tokens == sorted(set(tokens))  # strictly increasing across names too
+    assert not list(rclient.scan_iter(match=f"{namespace}lease:fence:*"))
+    assert not [k for k in rclient.scan_iter(match=f"{namespace}lease:build:*")]  # the leases themselves
+    stats = list(rclient.scan_iter(match=f"{namespace}lease:stats:build:*"))
+    assert len(stats) == 30 and all(0 < rclient.ttl(k) <= 7 * 24 * 3600 for k in stats)
+    backend = get_backend()
+    assert {r["name"] for r in backend.stats()} >= {f"build:{i}" for i in range(30)}
+    rclient.zadd(f"{namespace}leases:recent", {"build:0": 1})  # acquired long ago
+    rows = {r["name"]: r for r in backend.stats()}
+    assert "build:0" not in rows and rows["build:29"]["last_token"] == tokens[-1]
+
+
+def test_a_per_name_counter_of_an_earlier_version_still_bounds_the_next_token(sentinel_env, rclient, namespace):
+    rclient.set(f"{namespace}lease:fence:old-name", 10_000)
+    lease = try_acquire("old-name", 30, renew=False)
+    assert lease.token == 10_001 and not rclient.exists(f"{namespace}lease:fence:old-name")
+    assert try_acquire("another", 30, renew=False).token > 10_001
 
 
 # -- the lock mixin on real workers ------------------------------------------------------------------
@@ -139,7 +163,7 @@ def test_task_gets_a_token_and_keeps_its_lease_while_running(workers, celery_cli
     first = celery_client.send_task("tests.leased", args=["db"], kwargs={"sleep": 2.5}).get(timeout=30)
     second = celery_client.send_task("tests.leased", args=["db"]).get(timeout=30)
     assert first["lost"] is False  # lock_ttl is 1 s: only renewal kept it for 2.5 s
-    assert second["token"] == first["token"] + 1
+    assert second["token"] > first["token"]
     assert rclient.exists(f"{namespace}lease:res:db") == 0
 
 
