@@ -91,7 +91,10 @@ class SentinelTask(Task):
         if lease_hooks:
             _tell_lease_hooks(self, held, True)
         try:
-            result = Task.__call__(self, *args, **kwargs)
+            if self.request.called_directly:
+                result = Task.__call__(self, *args, **kwargs)
+            else:  # the worker's tracer already pushed the task and its request: its fast path
+                result = self.run(*args, **kwargs)
         finally:
             released = held.release()
             self.request.sentinel_lease = None
