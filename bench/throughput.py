@@ -4,7 +4,7 @@ Each variant gets its own Redis database and a fresh worker process; the client 
 and waits for every result. Rounds alternate between variants and the median is reported, with the
 ratio against plain Celery measured in the same run.
 
-    python bench/throughput.py [--tasks 2000] [--rounds 3] [--concurrency 2]
+    python bench/throughput.py [--tasks 2000] [--rounds 5] [--concurrency 2]
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def run_variant(name: str, base_url: str, n: int, concurrency: int, log_dir: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--only", action="append", choices=list(VARIANTS),
                         help="Run only these variants (plain Celery always runs: it is the baseline).")
