@@ -50,6 +50,7 @@ import redis
 
 from .config import Config, get_config
 from .connection import get_redis
+from .duty import run_step
 
 logger = logging.getLogger("sentinel.alerts")
 
@@ -326,13 +327,7 @@ class AlertEvaluator:
     def run(self, stop: threading.Event, should_tick: Callable[[], bool] = lambda: True) -> None:
         """Tick every ``interval`` until ``stop`` is set, while ``should_tick()`` (e.g. "I am the leader")."""
         while not stop.is_set():
-            try:
-                if should_tick():
-                    self.tick()
-            except redis.RedisError as exc:
-                logger.warning("alert evaluation failed: %s", exc)
-            except Exception:
-                logger.exception("alert evaluation error")
+            run_step(lambda: should_tick() and self.tick(), "alert evaluation")
             stop.wait(self.interval)
 
     def start(self, stop: threading.Event, should_tick: Callable[[], bool] = lambda: True) -> threading.Thread:

@@ -35,13 +35,12 @@ import logging
 import time
 from typing import Callable
 
-import redis
 from kombu import Queue
 
 from .balancer import Balancer, direct_queue_name
 from .broker import HOME_PROPERTY, BrokerQueues, Waiting
 from .config import Config
-from .duty import DutyThread
+from .duty import DutyThread, run_step
 from .leases import LockContended, get_backend, try_acquire, release_quietly
 from .registry import ONLINE, WorkerInfo
 
@@ -202,12 +201,7 @@ class CoordinationThread(DutyThread):
     def run(self) -> None:
         tick = min(self.dispatch_every, 1.0) if (self.master_dispatcher or self.group_dispatcher) else 0.5
         while not self.stopping.wait(tick):
-            try:
-                self.step()
-            except redis.RedisError as exc:
-                logger.warning("sentinel: coordination: %s", exc)
-            except Exception:
-                logger.exception("sentinel: coordination error")
+            run_step(self.step, "coordination")
         self.release()
 
     def step(self) -> None:

@@ -1,11 +1,29 @@
-"""The background thread of a worker duty (failover monitor, GitHub mirror, coordination).
+"""The background loop of a worker duty (failover monitor, GitHub mirror, coordination, alerts).
 
 Each duty runs in every worker's main process and acts only while it holds its leader lease; this
-owns only the thread's life: a ``stopping`` event the duty's loop watches, and a bounded ``stop()``.
+owns the thread's life (a ``stopping`` event the duty's loop watches, and a bounded ``stop()``) and
+what one step's failure does to the loop: nothing (``run_step``).
 """
 from __future__ import annotations
 
+import logging
 import threading
+from typing import Callable
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+
+def run_step(step: Callable[[], object], what: str) -> None:
+    """One step of a duty's loop. A Redis error is a warning, anything else is logged with its
+    traceback; neither ends the loop, which tries again at its next tick."""
+    try:
+        step()
+    except redis.RedisError as exc:
+        logger.warning("sentinel: %s: Redis: %s", what, exc)
+    except Exception:
+        logger.exception("sentinel: %s failed", what)
 
 
 class DutyThread(threading.Thread):

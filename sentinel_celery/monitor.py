@@ -20,14 +20,13 @@ import threading
 import time
 from typing import Callable
 
-import redis
 from celery import signals
 
 from .bootsteps import WorkerRuntime
 from .config import Config
 from .failover import Failover
 from .fencing import guard_result_backend, stamp_request
-from .duty import DutyThread
+from .duty import DutyThread, run_step
 from .leases import Lease, LockContended, try_acquire, release_quietly
 
 logger = logging.getLogger(__name__)
@@ -76,12 +75,7 @@ class Monitor:
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
-            try:
-                self.step()
-            except redis.RedisError as exc:
-                logger.warning("sentinel: failover monitor: %s", exc)
-            except Exception:
-                logger.exception("sentinel: failover monitor error")
+            run_step(self.step, "failover monitor")
             stopping.wait(self.tick)
         self.release()
 

@@ -40,7 +40,7 @@ import redis
 
 from ..config import Config
 from ..connection import get_redis
-from ..duty import DutyThread
+from ..duty import DutyThread, run_step
 from ..leases import Lease, LockContended, try_acquire, release_quietly
 from ..registry import RedisRegistry
 from . import dashboard, render, tasks, workers
@@ -305,12 +305,7 @@ class Mirror:
     def run(self) -> None:
         while not self.stop.is_set():
             began = time.monotonic()
-            try:
-                self.step()
-            except redis.RedisError as exc:
-                logger.warning("sentinel: GitHub mirror: Redis: %s", exc)
-            except Exception:
-                logger.exception("sentinel: GitHub mirror error")
+            run_step(self.step, "GitHub mirror")
             self.stop.wait(max(self.flush_s - (time.monotonic() - began), 0.01))
         self.release()
 
