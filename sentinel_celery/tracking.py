@@ -31,6 +31,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import QoS as VirtualQoS
 from kombu.utils.json import dumps
 
+from .bootsteps import WorkerRuntime
+
 logger = logging.getLogger(__name__)
 
 
@@ -190,7 +192,6 @@ class TrackingQoS(kombu_redis.QoS):
     """kombu's Redis QoS; in a Sentinel worker, the unacked entry also names its holder."""
 
     def append(self, message, delivery_tag):
-        from .bootsteps import WorkerRuntime
         runtime = WorkerRuntime.current
         tags = getattr(runtime, "failover_tags", None)
         key = tags and tags.tracker.key(runtime.instance)
