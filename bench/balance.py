@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
 from sentinel_celery.config import load_config, set_config  # noqa: E402
-from sentinel_celery.embedded import ensure_redis  # noqa: E402
-from sentinel_celery.processes import start_worker, wait_for  # noqa: E402
+from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
 
 STRATEGIES = ("pull", "round_robin", "least_loaded", "capacity_based", "affinity")
 CAPACITIES = {"bw1": 1, "bw2": 2, "bw4": 4}
@@ -105,8 +105,8 @@ def main() -> None:
     os.environ.pop("WORKER_ID", None)
     cfg = load_config()
     set_config(cfg)
-    from sentinel_celery.plugin import create_app
     import bench.balance_tasks  # noqa: F401  (registers the task with the client app)
+    from sentinel_celery.plugin import create_app
     app = create_app("sentinel_celery")
     client = redis.Redis.from_url(url, decode_responses=True)
     idle_wait = 2 * cfg.get("distributed.heartbeat.intervalMs") / 1000.0 + 0.5

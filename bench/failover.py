@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 
-from sentinel_celery.embedded import ensure_redis  # noqa: E402
-from sentinel_celery.processes import start_worker, wait_for  # noqa: E402
+from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
+from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
 
 VARIANTS = {
     "stock": ("stock Celery (defaults)", 10),
@@ -68,7 +68,7 @@ def run_variant(variant: str, base_url: str, args, log_dir: Path, out: dict) -> 
                 procs[wid] = start_worker(wid, env=env, log_dir=log_dir, app="bench.failover_apps",
                                           queues=[queue], concurrency=1, loglevel="INFO")
         for wid, proc in procs.items():
-            wait_for(lambda: "ready." in proc.log() or not proc.alive(), 90, message=f"{wid} ready")
+            wait_for(lambda proc=proc: "ready." in proc.log() or not proc.alive(), 90, message=f"{wid} ready")
         time.sleep(1.0)  # let every worker's consumer settle (and Sentinel's registry fill)
 
         app = Celery(f"bench_failover_client_{variant}", broker=url)  # publishes only, by task name

@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery.result import ResultSet  # noqa: E402
 
+from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
 from sentinel_celery.config import load_config, set_config  # noqa: E402
-from sentinel_celery.embedded import ensure_redis  # noqa: E402
 from sentinel_celery.github.mirror import mirror_status  # noqa: E402
 from sentinel_celery.hub import Hub  # noqa: E402
+from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
 from sentinel_celery.plugin import create_app  # noqa: E402
-from sentinel_celery.processes import start_worker, wait_for  # noqa: E402
 
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 

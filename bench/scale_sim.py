@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from sentinel_celery.config import load_config, set_config  # noqa: E402
-from sentinel_celery.embedded import ensure_redis  # noqa: E402
-from sentinel_celery.registry import RedisRegistry  # noqa: E402
+from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
+from sentinel_celery.state.registry import RedisRegistry  # noqa: E402
 
 
 def registration(i: int) -> dict:
@@ -89,7 +89,7 @@ class Beaters:
 def make_sweep(cfg, client):
     """The monitor's per-tick work: failover.Failover.check() if installed, else the registry queries."""
     try:
-        from sentinel_celery.failover import Failover
+        from sentinel_celery.cluster.failover import Failover
         from sentinel_celery.plugin import create_app
     except ModuleNotFoundError:
         registry = RedisRegistry(client, cfg.namespace, cfg.get("distributed.heartbeat.staleThresholdMs"))
@@ -173,7 +173,7 @@ def main() -> None:
             time.sleep(tick)
         beaters.join()
 
-        from sentinel_celery.snapshot import collect_snapshot
+        from sentinel_celery.cluster.snapshot import collect_snapshot
         t0 = time.perf_counter()
         snap = collect_snapshot(cfg, client=client)
         snapshot_ms = (time.perf_counter() - t0) * 1000

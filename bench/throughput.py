@@ -23,11 +23,10 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from celery.result import ResultSet  # noqa: E402
 
+from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
 from sentinel_celery.config import load_config  # noqa: E402
+from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
 from sentinel_celery.plugin import create_app  # noqa: E402
-
-from sentinel_celery.embedded import ensure_redis  # noqa: E402
-from sentinel_celery.processes import start_worker, wait_for  # noqa: E402
 
 
 def db_url(base: str, db: int) -> str:

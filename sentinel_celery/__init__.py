@@ -1,17 +1,21 @@
 """Task Sentinel for Celery: typed queues, fenced leases, a worker registry and fast failover.
 
-Public surface only; each concern lives in its own module:
-config, plugin (install), routing, leases, registry, bootsteps, task, jobs.
+The package root is the public API: ``install``/``create_app`` (plugin.py), ``SentinelTask``
+(task.py), ``lease`` and its errors, the job runner (jobs.py), routing and configuration, and
+``sentinel_celery.memory``. Everything else lives in one layer per folder, each importing only from
+the layers below it (see the README's layout section):
+
+    cli/ > ops/ > plugin > cluster/ > github/ > task, memory > worker/ > broker/ > state/ > routing > config
+    hub/ (the local GitHub API) imports nothing else of the package.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .plugin import create_app, install  # noqa: E402
-from .config import ConfigError, get_config, load_config  # noqa: E402
-from .leases import Lease, LeaseLost, LockContended, lease  # noqa: E402
-from .routing import UnknownTaskType  # noqa: E402
-from .task import SentinelTask  # noqa: E402
+from sentinel_celery.config import ConfigError, get_config, load_config
+from sentinel_celery.plugin import create_app, install
+from sentinel_celery.routing import UnknownTaskType
+from sentinel_celery.state.leases import Lease, LeaseLost, LockContended, lease
+from sentinel_celery.task import SentinelTask
+from sentinel_celery.version import __version__
 
 __all__ = ["app", "install", "create_app", "SentinelTask", "lease", "Lease", "LeaseLost", "LockContended",
            "UnknownTaskType", "ConfigError", "get_config", "load_config", "__version__"]

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Mapping, Sequence
 
-from .config import get_config
+from sentinel_celery.config import get_config
 
 OUTPUT_TAIL_LINES = 40
 OUTPUT_TAIL_BYTES = 4000

@@ -5,12 +5,50 @@ A task declares ``task_type`` (a class attribute; per call, ``job_type=`` in ``a
 sends it to the queue of that type, and refuses at send time a type the cluster does not run.
 Tasks without a type keep Celery's default routing. Placement on a chosen worker's direct queue
 (load balancing) plugs in here as ``placement``.
+
+This module also names Sentinel's queues: a type's queue is the type's name; each worker also
+consumes its *direct queue* ``sentinel.direct.<worker id>``; under the ``master_worker`` and
+``hierarchical`` coordination patterns typed tasks wait in *coordinator queues*
+``sentinel.coord.<type>`` until the leader assigns them. A message moved off its queue carries its
+*home* (``sentinel_home``): where it goes back to if it has to leave a worker.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from .config import Config
+from kombu import Queue
+
+from sentinel_celery.config import Config
+
+DIRECT_QUEUE_PREFIX = "sentinel.direct."
+COORDINATOR_QUEUE_PREFIX = "sentinel.coord."
+#: message property naming the queue a message returns to when it leaves a direct queue
+HOME_PROPERTY = "sentinel_home"
+
+
+def direct_queue_name(worker_id: str) -> str:
+    """The queue only ``worker_id`` consumes."""
+    return f"{DIRECT_QUEUE_PREFIX}{worker_id}"
+
+
+def direct_queue(worker_id: str) -> Queue:
+    name = direct_queue_name(worker_id)
+    return Queue(name, routing_key=name)
+
+
+def coordinator_queue_name(task_type: str) -> str:
+    """The queue typed tasks wait in until a coordinator assigns them (master_worker, hierarchical)."""
+    return f"{COORDINATOR_QUEUE_PREFIX}{task_type}"
+
+
+def coordinator_route(task_type: str) -> dict:
+    name = coordinator_queue_name(task_type)
+    return {"queue": Queue(name, routing_key=name), "routing_key": name, HOME_PROPERTY: name}
+
+
+def default_worker_queues(cfg: Config, app) -> list[str]:
+    """Queues a worker started without ``-Q`` consumes: its supported types and the default queue."""
+    return [*cfg.supported_task_types, app.conf.task_default_queue or "celery"]
 
 
 class UnknownTaskType(ValueError):

@@ -16,9 +16,9 @@ import logging
 
 from celery import Task
 
-from .config import get_config
-from .fencing import check_before_start
-from .leases import Lease, LeaseLost, LockContended, backoff_delays, try_acquire
+from sentinel_celery.config import get_config
+from sentinel_celery.state.leases import Lease, LeaseLost, LockContended, backoff_delays, try_acquire
+from sentinel_celery.worker.fencing import check_before_start
 
 logger = logging.getLogger(__name__)
 

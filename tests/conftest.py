@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
 
-from sentinel_celery.config import load_config, set_config
-from sentinel_celery.embedded import EmbeddedRedis, redis_answers
-from sentinel_celery.plugin import create_app
-from sentinel_celery.processes import start_worker, wait_for
-
 import tests.jobs  # noqa: F401  (the client must know the test tasks' types to route them)
+from sentinel_celery.cluster.processes import start_worker, wait_for
+from sentinel_celery.config import load_config, set_config
+from sentinel_celery.ops.embedded import EmbeddedRedis, redis_answers
+from sentinel_celery.plugin import create_app
+
+# the GitHub fixtures (gh_env, gh_cfg, gh_repo, mirror) for every test module
+pytest_plugins = ["tests.github_support"]
 
 FAST_SHARED = {
     "distributed": {

@@ -7,7 +7,7 @@ import time
 from celery import shared_task
 
 from sentinel_celery.config import get_config
-from sentinel_celery.connection import get_redis
+from sentinel_celery.state.connection import get_redis
 from sentinel_celery.task import SentinelTask
 
 

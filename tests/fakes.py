@@ -1,7 +1,8 @@
 """Registry entries without a process behind them, for strategy and coordination tests."""
-from sentinel_celery.balancer import direct_queue_name, direct_queues_key
-from sentinel_celery.bootsteps import get_registry
 from sentinel_celery.config import load_config
+from sentinel_celery.routing import direct_queue_name
+from sentinel_celery.state.registry import get_registry
+from sentinel_celery.worker.queues import direct_queues_key
 
 
 def fake_worker(wid, *, slots, types=("build",), active=0, reserved=0, cpu=1, memory=1024, direct=True,

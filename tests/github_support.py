@@ -8,7 +8,6 @@ import pytest
 
 from sentinel_celery.config import load_config, set_config
 from sentinel_celery.github.mirror import Mirror
-
 from tests.conftest import FAST_SHARED
 
 # Quick flushes and a relaxed write pace, so tests do not wait for GitHub's real pacing.

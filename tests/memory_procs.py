@@ -5,7 +5,7 @@ import os
 def _memory(redis_url, namespace, mode, interval_ms=5000):
     os.environ.update({"REDIS_URL": redis_url, "SENTINEL_NAMESPACE": namespace, "SENTINEL_CONFIG_DIR": "/nonexistent"})
     from sentinel_celery.config import load_config, set_config
-    from sentinel_celery.memory import shared_memory
+    from sentinel_celery.state.memory import shared_memory
     cfg = load_config(overrides={"distributed.memorySync.conflictResolution": mode,
                                  "distributed.memorySync.intervalMs": interval_ms})
     set_config(cfg)
@@ -21,7 +21,7 @@ def blind_writer(redis_url, namespace, me, n, start):
 
 def counter_incrementer(redis_url, namespace, me, n, start):
     """version_check: n increments by read + conditional write; return (successes, refusals)."""
-    from sentinel_celery.memory import StaleWrite
+    from sentinel_celery.state.memory import StaleWrite
     mem = _memory(redis_url, namespace, "version_check")
     start.wait()
     done = refused = 0

@@ -6,9 +6,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from click.testing import CliRunner
 
-from sentinel_celery.alerts import (AlertEvaluator, AlertState, GitHubIssueSink, LogSink, Thresholds, Transition,
-                                    WebhookSink, evaluate_alerts)
 from sentinel_celery.cli import main
+from sentinel_celery.cluster.alerts import (
+    AlertEvaluator,
+    AlertState,
+    GitHubIssueSink,
+    LogSink,
+    Thresholds,
+    Transition,
+    WebhookSink,
+    evaluate_alerts,
+)
 from sentinel_celery.config import get_config
 
 
@@ -123,7 +131,7 @@ def test_github_issue_sink_appends_open_update_close_events():
 
 
 def test_evaluator_appends_to_the_real_outbox(sentinel_env, rclient, namespace):
-    from sentinel_celery.outbox import outbox_key
+    from sentinel_celery.state.outbox import outbox_key
     evaluator = AlertEvaluator(get_config(), sinks=[GitHubIssueSink()])
     evaluator.tick(snapshot([]))
     (entry_id, fields), = rclient.xrange(outbox_key(namespace))
@@ -206,7 +214,7 @@ def test_evaluator_tick_and_cli(sentinel_env, rclient, namespace, caplog):
     assert out.exit_code == 1 and "critical" in out.output
 
     # a worker appears (registry entry beating now): the alert resolves, once
-    from sentinel_celery.bootsteps import get_registry
+    from sentinel_celery.state.registry import get_registry
     get_registry().register("aw", "inst-1", {"queues": ["build"], "concurrency": 2})
     assert [(t.op, t.alert["name"]) for t in evaluator.tick()] == [("close", "workers_unhealthy")]
     out = runner.invoke(main, ["alerts", "check", "--json"])

@@ -6,13 +6,22 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sentinel_celery.autoscale import (AutoscaleDuty, Autoscaler, CommandScaler, Decision, LocalScaler, Load,
-                                       NoneScaler, Policy, evaluate)
-from sentinel_celery.bootsteps import get_registry
-from sentinel_celery.broker import BrokerQueues
+from sentinel_celery.broker.redis_queues import BrokerQueues
 from sentinel_celery.cli import main
+from sentinel_celery.cluster.autoscale import (
+    AutoscaleDuty,
+    Autoscaler,
+    CommandScaler,
+    Decision,
+    Load,
+    LocalScaler,
+    NoneScaler,
+    Policy,
+    evaluate,
+)
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import load_config
-from sentinel_celery.processes import wait_for
+from sentinel_celery.state.registry import get_registry
 
 P = Policy(min_workers=1, max_workers=6, up_utilization=0.80, up_queued=50, down_utilization=0.20,
            down_queued=10, step=2, cooldown_seconds=60)

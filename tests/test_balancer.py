@@ -4,12 +4,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sentinel_celery.balancer import Balancer, LoadView, direct_queue_name
-from sentinel_celery.bootsteps import get_registry
-from sentinel_celery.broker import BrokerQueues
+from sentinel_celery.broker.redis_queues import BrokerQueues
 from sentinel_celery.cli import main
+from sentinel_celery.cluster.balancer import Balancer, LoadView
+from sentinel_celery.cluster.rebalance import rebalance
 from sentinel_celery.config import load_config
-from sentinel_celery.rebalance import rebalance
+from sentinel_celery.routing import direct_queue_name
+from sentinel_celery.state.registry import get_registry
 from tests.fakes import fake_worker
 
 FAST = {

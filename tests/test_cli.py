@@ -6,7 +6,7 @@ import sys
 from click.testing import CliRunner
 
 from sentinel_celery.cli import main
-from sentinel_celery.leases import try_acquire
+from sentinel_celery.state.leases import try_acquire
 
 
 def run(*args, env=None):

@@ -3,13 +3,12 @@ import json
 
 import pytest
 
-from sentinel_celery.balancer import direct_queue_name
-from sentinel_celery.broker import BrokerQueues
-from sentinel_celery.coordination import (ASSIGNMENTS, Dispatcher, coordinator_queue_name, leaderless_fallback,
-                                          message_kwargs)
-from sentinel_celery.bootsteps import get_registry
+from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.cluster.coordination import ASSIGNMENTS, Dispatcher, leaderless_fallback, message_kwargs
 from sentinel_celery.config import load_config
-from sentinel_celery.memory import shared_memory
+from sentinel_celery.routing import coordinator_queue_name, direct_queue_name
+from sentinel_celery.state.memory import shared_memory
+from sentinel_celery.state.registry import get_registry
 from tests.fakes import fake_worker
 
 BASE = {

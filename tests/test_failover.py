@@ -9,16 +9,18 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sentinel_celery.bootsteps import get_registry
+from sentinel_celery.broker.redis_transport import TrackingTransport
+from sentinel_celery.broker.redis_unacked import UnackedMessages
 from sentinel_celery.cli import main as cli
+from sentinel_celery.cluster.failover import Failover, WorkerLostRepeatedly
+from sentinel_celery.cluster.monitor import LEASE_NAME, Monitor
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config, load_config, set_config
-from sentinel_celery.failover import Failover, WorkerLostRepeatedly, read_dead_letters, read_events
-from sentinel_celery.leases import RedisLeaseBackend, try_acquire
-from sentinel_celery.monitor import LEASE_NAME, Monitor
-from sentinel_celery.processes import wait_for
 from sentinel_celery.plugin import create_app
-from sentinel_celery.tracking import RedisTagTracker, TrackingTransport
-from sentinel_celery.unacked import UnackedMessages
+from sentinel_celery.state.failovers import read_dead_letters, read_events
+from sentinel_celery.state.leases import RedisLeaseBackend, try_acquire
+from sentinel_celery.state.registry import get_registry
+from sentinel_celery.state.tags import RedisTagTracker
 from tests import failover_jobs  # noqa: F401  (the client routes these by their task type)
 
 INCLUDE = ("tests.jobs", "tests.failover_jobs")

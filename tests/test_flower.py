@@ -7,9 +7,9 @@ import sys
 import urllib.error
 import urllib.request
 
-from sentinel_celery.embedded import free_port
-from sentinel_celery.leases import try_acquire
-from sentinel_celery.processes import wait_for
+from sentinel_celery.cluster.processes import wait_for
+from sentinel_celery.ops.embedded import free_port
+from sentinel_celery.state.leases import try_acquire
 
 
 def get(url, auth=None):

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from sentinel_celery import outbox
 from sentinel_celery.config import load_config, set_config
 from sentinel_celery.github.client import uses_app
 from sentinel_celery.github.mirror import Mirror
-from tests.github_support import flush_until, gh_env, gh_repo, shared_with_mirror  # noqa: F401
+from sentinel_celery.state import outbox
+from tests.github_support import flush_until, shared_with_mirror
 
 APP_ID, INSTALLATION_ID = 42, 7
 

@@ -11,13 +11,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sentinel_celery import outbox
 from sentinel_celery.cli import main as cli
 from sentinel_celery.config import get_config
 from sentinel_celery.github.mirror import Mirror, mirror_status
-from sentinel_celery.registry import RedisRegistry
-from tests.github_support import (flush_until, gh_cfg, gh_env, gh_repo, issue_writes, labels_of,  # noqa: F401
-                                  mirror, sentinel_comments, shared_with_mirror)
+from sentinel_celery.state import outbox
+from sentinel_celery.state.registry import RedisRegistry
+from tests.github_support import flush_until, issue_writes, labels_of, sentinel_comments, shared_with_mirror
 
 
 @pytest.fixture
@@ -337,7 +336,7 @@ def test_dashboard_is_edited_only_when_its_content_changes(mirror, gh_repo, gith
     for _ in range(5):
         mirror.step()
     assert github_hub.requests(since=since) == []  # nothing changed: not a single request
-    from sentinel_celery.leases import try_acquire
+    from sentinel_celery.state.leases import try_acquire
     held = try_acquire("deploy:prod", 60, worker="w-dash", renew=False)
     RedisRegistry(rclient, namespace, 1500).register("w-dash", "i-1", {
         "hostname": "h", "queues": ["deploy"], "capacity": {"maxConcurrentTasks": 4}, "concurrency": 4,

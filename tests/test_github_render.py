@@ -6,11 +6,10 @@ import time
 
 import pytest
 
-from sentinel_celery import outbox
 from sentinel_celery.github import render
 from sentinel_celery.github.budget import Budget, Pace
-from tests.github_support import (flush_until, gh_cfg, gh_env, gh_repo, mirror, sentinel_comments,  # noqa: F401
-                                  shared_with_mirror)
+from sentinel_celery.state import outbox
+from tests.github_support import flush_until, sentinel_comments, shared_with_mirror
 
 ZWJ = "\u200d"
 HOSTILE = "@org/team <img src=x onerror=alert(1)> | --- | #123 [x](javascript:alert(1)) ![p](http://t/p.png)"

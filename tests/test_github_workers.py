@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config
-from sentinel_celery.connection import get_redis
 from sentinel_celery.plugin import create_app
-from sentinel_celery.processes import wait_for
-from tests.github_support import gh_cfg, gh_env, gh_repo, labels_of, sentinel_comments, shared_with_mirror  # noqa: F401
+from sentinel_celery.state.connection import get_redis
+from tests.github_support import labels_of, sentinel_comments, shared_with_mirror
 
 PY_OK = [sys.executable, "-c", "print('compiled ok')"]
 PY_FAIL = [sys.executable, "-c", "import sys; print('2 tests failed'); sys.exit(3)"]

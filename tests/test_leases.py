@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config
-from sentinel_celery.connection import get_redis
-from sentinel_celery.leases import LockContended, get_backend, lease, try_acquire
-from sentinel_celery.processes import wait_for
+from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.leases import LockContended, get_backend, lease, try_acquire
 
 
 def _contender(n_rounds, results_key):
@@ -89,7 +89,7 @@ def test_context_manager_waits_then_raises_lock_contended(sentinel_env):
 
 PAUSED_HOLDER = """
 import json, sys, time
-from sentinel_celery.leases import try_acquire
+from sentinel_celery.state.leases import try_acquire
 held = try_acquire("paused", 1.0, worker="A")
 print(json.dumps({"token": held.token}), flush=True)
 sys.stdin.readline()

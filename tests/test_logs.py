@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from sentinel_celery.cli import main
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config, load_config
-from sentinel_celery.connection import get_redis
-from sentinel_celery.leases import try_acquire
-from sentinel_celery.logs import LogQuery, RedisLogHandler, follow, parse_since, query
-from sentinel_celery.processes import wait_for
+from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.leases import try_acquire
+from sentinel_celery.state.logs import LogQuery, RedisLogHandler, follow, parse_since, query
 
 
 def run(*args):

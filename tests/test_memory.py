@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from sentinel_celery.cli import main
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import load_config
-from sentinel_celery.memory import SharedMemory, StaleWrite, VersionRequired, shared_memory
-from sentinel_celery.processes import wait_for
+from sentinel_celery.state.memory import SharedMemory, StaleWrite, VersionRequired, shared_memory
 from tests import memory_procs
 
 

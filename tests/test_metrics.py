@@ -7,11 +7,11 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel_celery.cli import main
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config
-from sentinel_celery.leases import LockContended, try_acquire
-from sentinel_celery.metrics import serve_metrics
-from sentinel_celery.processes import wait_for
-from sentinel_celery.taskstats import BUCKETS, quantile
+from sentinel_celery.ops.metrics import serve_metrics
+from sentinel_celery.state.leases import LockContended, try_acquire
+from sentinel_celery.state.taskstats import BUCKETS, quantile
 
 
 def get(url):
@@ -50,7 +50,7 @@ def test_metrics_health_and_cli_follow_a_real_worker_and_its_queues(workers, cel
         for _ in range(3):
             celery_client.send_task("workers.deploy.run", kwargs={"argv": ["true"], "environment": "qa"})
         held = celery_client.send_task("tests.ops.hold", args=[4], job_type="build")
-        for i in range(5):
+        for _ in range(5):
             celery_client.send_task("tests.noop", job_type="build")
 
         def busy_metrics():
@@ -111,7 +111,7 @@ def test_lease_and_mirror_metrics(sentinel_env, rclient, namespace):
     # what the GitHub mirror leaves in Redis: request counters, the budget it learnt, an outbox event
     rclient.hset(f"{namespace}github:status", mapping={"requests:200": 40, "requests:403": 2})
     rclient.hset(f"{namespace}github:budget", mapping={"limit": 5000, "remaining": 120})
-    from sentinel_celery.outbox import append
+    from sentinel_celery.state.outbox import append
     assert append("worker", "w-a", {"state": "online"})
     server = serve_metrics(get_config(), host="127.0.0.1", port=0)
     try:
@@ -161,8 +161,8 @@ def test_sentinel_monitor_serves_metrics_and_health(sentinel_env, tmp_path):
     import sys
     import urllib.request
 
-    from sentinel_celery.embedded import free_port
-    from sentinel_celery.processes import wait_for
+    from sentinel_celery.cluster.processes import wait_for
+    from sentinel_celery.ops.embedded import free_port
 
     port = free_port()
     log = open(tmp_path / "monitor.log", "wb")

@@ -1,13 +1,11 @@
 """Real worker processes: routing by type and -Q, registry entries, heartbeats, deregistration."""
-import signal
 import sys
-import time
 
 import pytest
 
-from sentinel_celery.bootsteps import get_registry
-from sentinel_celery.processes import wait_for
+from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.routing import UnknownTaskType
+from sentinel_celery.state.registry import get_registry
 
 PY_OK = [sys.executable, "-c", "print('compiled ok')"]
 
@@ -29,7 +27,7 @@ def test_unknown_type_is_refused_at_send_time(celery_client):
 
 
 def test_worker_without_Q_consumes_its_supported_types(workers, celery_client):
-    w = workers.start("wd", env={"SUPPORTED_TASK_TYPES": "deploy", "WORKER_MAX_TASKS": "3"})
+    workers.start("wd", env={"SUPPORTED_TASK_TYPES": "deploy", "WORKER_MAX_TASKS": "3"})
     info = get_registry().get("wd")
     assert "deploy" in info["queues"] and "build" not in info["queues"]
     assert info["concurrency"] == 3

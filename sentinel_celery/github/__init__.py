@@ -1,7 +1,7 @@
 """The GitHub mirror: leases, heartbeats, assignments, results and failovers visible in GitHub.
 
 Nothing in a task's hot path calls GitHub. Processes append events to the outbox in Redis
-(:mod:`sentinel_celery.outbox`); one elected writer (:mod:`.mirror`) turns them into GitHub
+(:mod:`sentinel_celery.state.outbox`); one elected writer (:mod:`.mirror`) turns them into GitHub
 writes, coalesced per object and paced within GitHub's rate limits.
 
 Modules, one concern each:
@@ -14,7 +14,10 @@ Modules, one concern each:
 * :mod:`.workers`, :mod:`.tasks`, :mod:`.dashboard` — what each GitHub object shows
 * :mod:`.mirror`      — the leader loop, flushes, reconciliation, status
 * :mod:`.backend`     — the ``github+redis://`` result backend and the other task events
-* :mod:`.cli`         — ``sentinel github ...`` and ``sentinel mirror``
+
+The commands (``sentinel github ...``, ``sentinel mirror``) are in cli/github.py.
+
+This layer may import: task (its lease hooks), worker/, broker/, state/, routing, config.
 
 Public surface: :func:`connect` (called by ``plugin.install``), :func:`result_backend_url`,
 :func:`mirror_status` (for metrics and alerts), :func:`configured`.
@@ -24,8 +27,15 @@ from __future__ import annotations
 import logging
 import time
 
-from .client import configured
-from .mirror import mirror_status
+from celery import signals
+from celery.worker import state as worker_state
+
+from sentinel_celery import task as task_module
+from sentinel_celery.github.backend import on_before_publish, on_lease, on_task_prerun
+from sentinel_celery.github.client import configured
+from sentinel_celery.github.mirror import Mirror, MirrorThread, mirror_status
+from sentinel_celery.state import outbox
+from sentinel_celery.worker.runtime import WorkerRuntime
 
 __all__ = ["connect", "configured", "mirror_status", "result_backend_url"]
 
@@ -44,12 +54,6 @@ def connect(app, cfg) -> None:
     """Wire the mirror into ``app``: result backend alias, task events, the worker's mirror thread. Idempotent."""
     if not cfg.get("github.enabled"):
         return
-    from celery import signals
-
-    from .. import task as task_module
-    from ..bootsteps import WorkerRuntime
-    from .backend import on_before_publish, on_lease, on_task_prerun
-
     # The alias also works when the package's entry points were not reinstalled.
     overrides = dict(getattr(app.loader, "override_backends", {}) or {})
     overrides.setdefault(BACKEND_ALIAS, BACKEND_CLASS)
@@ -70,7 +74,6 @@ def connect(app, cfg) -> None:
 
 def start_worker_mirror(runtime) -> None:
     """``WorkerRuntime.on_start``: say the worker is up; run a mirror thread (it acts only as leader)."""
-    from .. import outbox
     cfg = runtime.cfg
     if not configured(cfg):
         return
@@ -78,7 +81,6 @@ def start_worker_mirror(runtime) -> None:
                                                 "at": int(time.time() * 1000)}, cfg=cfg)
     if not cfg.get("github.mirror.inWorkers"):
         return
-    from .mirror import Mirror, MirrorThread
     thread = MirrorThread(Mirror(cfg, worker_id=runtime.worker_id))
     runtime.github_mirror = thread
     thread.start()
@@ -92,9 +94,6 @@ def stop_worker_mirror(runtime) -> None:
     cfg = runtime.cfg
     if not configured(cfg):
         return
-    from celery.worker import state as worker_state
-
-    from .. import outbox
     outbox.append("worker", runtime.worker_id, {"status": "stopped", "reason": "warm shutdown, deregistered",
                                                 "incarnation": runtime.incarnation,
                                                 "processed": worker_state.all_total_count[0],

@@ -21,15 +21,17 @@ Owns no Redis keys (appends to ``github:outbox``, see outbox.py).
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 
-from celery import states
+from celery import current_app, states
 from celery.backends.redis import RedisBackend
 
-from .. import outbox
-from ..config import get_config
+from sentinel_celery.config import get_config
+from sentinel_celery.github.client import configured
+from sentinel_celery.state import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +135,6 @@ class GitHubRedisBackend(RedisBackend):
     def _known_link(self, task_id: str) -> dict | None:
         try:
             ns = get_config().namespace
-            import json
             raw = self.client.hget(f"{ns}github:tasks", task_id)
             if raw:
                 d = json.loads(raw)
@@ -179,13 +180,11 @@ def on_before_publish(sender=None, body=None, headers=None, routing_key=None, **
     if link is None or not headers or not headers.get("id"):
         return
     cfg = get_config()
-    from .client import configured
     if not configured(cfg):
         return
     event = {"state": "QUEUED", **{k: v for k, v in link.items() if v not in (None, "")}, "task": sender,
              "at": _now_ms(), "attempts": int(headers.get("retries") or 0) + 1, "queue": routing_key}
     try:
-        from celery import current_app
         ttype = getattr(current_app.tasks.get(sender), "task_type", None)
         if ttype:
             event["task_type"] = ttype

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .budget import WRITE_METHODS, Budget
+from sentinel_celery.github.budget import WRITE_METHODS, Budget
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def uses_app(cfg) -> bool:
 
 def build_github(cfg, timeout: int = 15):
     """A PyGithub ``Github`` for the configured API URL and credentials."""
-    from github import Auth, Github
+    from github import Auth, Github  # lazy: PyGithub loads only in the process that writes to GitHub
     g = cfg.get("github")
     if g.get("token"):
         auth = Auth.Token(g["token"])

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from types import SimpleNamespace
 
-from . import render
-from ..registry import RedisRegistry
-from .state import Pending
-from .work import BACKGROUND, UPDATE, Context, Work
+from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.github import render
+from sentinel_celery.github.state import Pending
+from sentinel_celery.github.work import BACKGROUND, UPDATE, Context, Work
+from sentinel_celery.state.failovers import read_events
+from sentinel_celery.state.leases import RedisLeaseBackend
+from sentinel_celery.state.registry import RedisRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +47,11 @@ def gather(ctx: Context, registry: RedisRegistry) -> dict:
     queues = sorted(set(ctx.cfg.task_types) | {"celery"})
     depths: dict[str, int] = {}
     try:
-        from ..broker import BrokerQueues
-        opts = {"global_keyprefix": ctx.cfg.get("redis.brokerKeyPrefix")} if ctx.cfg.get("redis.brokerKeyPrefix") else {}
-        app = SimpleNamespace(conf=SimpleNamespace(broker_transport_options=opts, broker_url=ctx.cfg.redis_url))
-        depths = BrokerQueues(app, client=client).depths(queues)
+        depths = BrokerQueues.for_config(ctx.cfg, client=client).depths(queues)
     except Exception as exc:  # the dashboard shows what it can
         logger.debug("sentinel: dashboard cannot read queue lengths: %s", exc)
-    from ..leases import RedisLeaseBackend
     leases = RedisLeaseBackend(client, ns).held()
-    try:
-        from ..failover import read_events
-        failovers = read_events(client, ns, 5)
-    except ImportError:
-        failovers = []
+    failovers = read_events(client, ns, 5)
     alerts = sorted((json.loads(v) for v in client.hgetall(f"{ns}alerts:firing").values()),
                     key=lambda a: a.get("name", ""))
     return {"workers": workers, "depths": depths, "leases": leases, "failovers": failovers, "alerts": alerts}

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import time
 
-from . import render
-from .client import GitHubClient, NotFound
-from .state import MirrorState
+from sentinel_celery.github import render
+from sentinel_celery.github.client import GitHubClient, NotFound
+from sentinel_celery.github.state import MirrorState
 
 logger = logging.getLogger(__name__)
 

@@ -38,18 +38,28 @@ import time
 
 import redis
 
-from ..config import Config
-from ..connection import get_redis
-from ..duty import DutyThread, run_step
-from ..leases import Lease, LockContended, try_acquire, release_quietly
-from ..registry import RedisRegistry
-from . import dashboard, render, tasks, workers
-from .budget import Budget, Pace
-from .client import (AuthFailed, Forbidden, GitHubClient, GitHubError, NotConfigured, NotFound, RateLimited,
-                     Rejected, Unavailable, configured)
-from .issues import IssueOps
-from .state import MirrorState
-from .work import Context, Work
+from sentinel_celery.config import Config
+from sentinel_celery.github import dashboard, render, tasks, workers
+from sentinel_celery.github.budget import Budget, Pace
+from sentinel_celery.github.client import (
+    AuthFailed,
+    Forbidden,
+    GitHubClient,
+    GitHubError,
+    NotConfigured,
+    NotFound,
+    RateLimited,
+    Rejected,
+    Unavailable,
+    configured,
+)
+from sentinel_celery.github.issues import IssueOps
+from sentinel_celery.github.state import MirrorState
+from sentinel_celery.github.work import Context, Work
+from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.leases import Lease, LockContended, release_quietly, try_acquire
+from sentinel_celery.state.registry import RedisRegistry
+from sentinel_celery.worker.duty import DutyThread, run_step
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any, Iterable
 
 import redis
 
-from ..outbox import outbox_key
+from sentinel_celery.state.outbox import outbox_key
 
 TASK_FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 SEP = "|"
@@ -150,8 +150,8 @@ class MirrorState:
         pipe.hmget(self.key("pending"), task_fields or ["-"])
         pipe.hmget(self.key("tasks"), sorted(recovered_tasks) or ["-"])
         current, pending_tasks, known_tasks = pipe.execute()
-        table: dict[str, dict] = {f: json.loads(raw) for f, raw in zip(fields, current) if raw}
-        linked = {tid for tid, p, k in zip(sorted(recovered_tasks), pending_tasks, known_tasks) if p or k}
+        table: dict[str, dict] = {f: json.loads(raw) for f, raw in zip(fields, current, strict=False) if raw}  # empty fields read "-"
+        linked = {tid for tid, p, k in zip(sorted(recovered_tasks), pending_tasks, known_tasks, strict=False) if p or k}
         folded = 0
         for _, kind, key, state, final, t in events:
             if kind is None:
@@ -241,7 +241,7 @@ class MirrorState:
         ids = list(ids)
         if not ids:
             return {}
-        return {i: json.loads(raw) for i, raw in zip(ids, self.client.hmget(self.key("objects"), ids)) if raw}
+        return {i: json.loads(raw) for i, raw in zip(ids, self.client.hmget(self.key("objects"), ids), strict=True) if raw}
 
     def object(self, obj_id: str) -> dict | None:
         raw = self.client.hget(self.key("objects"), obj_id)
@@ -267,7 +267,7 @@ class MirrorState:
         ids = list(ids)
         if not ids:
             return {}
-        return {i: json.loads(raw) for i, raw in zip(ids, self.client.hmget(self.key("tasks"), ids)) if raw}
+        return {i: json.loads(raw) for i, raw in zip(ids, self.client.hmget(self.key("tasks"), ids), strict=True) if raw}
 
     def put_tasks(self, states: dict[str, dict]) -> None:
         if states:

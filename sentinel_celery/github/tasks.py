@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import logging
 
-from . import render
-from .client import uses_app
-from .state import TASK_FINAL, Pending, merge_task
-from .work import FINAL, UPDATE, Context, Work
+from sentinel_celery.github import render
+from sentinel_celery.github.client import Rejected, uses_app
+from sentinel_celery.github.state import TASK_FINAL, Pending, merge_task
+from sentinel_celery.github.work import FINAL, UPDATE, Context, Work
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,6 @@ def _set_labels(ctx: Context, n: int, obj: dict, want: list[str], login: str | N
     if login and login not in assignees:
         fields["assignees"] = assignees + [login]
     if fields:
-        from .client import Rejected
         try:
             data = ctx.ops.edit_issue(n, **fields)
         except Rejected:

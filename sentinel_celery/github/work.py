@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .client import GitHubClient
-from .issues import IssueOps
-from .state import MirrorState, Pending
+from sentinel_celery.github.client import GitHubClient
+from sentinel_celery.github.issues import IssueOps
+from sentinel_celery.github.state import MirrorState, Pending
 
 URGENT, FINAL, UPDATE, BACKGROUND = 0, 1, 2, 3
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 
-from . import render
-from ..registry import OFFLINE, RedisRegistry, WorkerInfo
-from .state import Pending
-from .work import FINAL, UPDATE, URGENT, Context, Work
+from sentinel_celery.github import render
+from sentinel_celery.github.state import Pending
+from sentinel_celery.github.work import FINAL, UPDATE, URGENT, Context, Work
+from sentinel_celery.state.registry import OFFLINE, RedisRegistry, WorkerInfo
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Iterator
 import requests
 from click.testing import CliRunner
 
-from sentinel_celery.hub.cli import hub_command
+from sentinel_celery.cli.hub import hub_command
 
-LAUNCH = "from sentinel_celery.hub.cli import hub_command; hub_command(prog_name='sentinel hub')"
+LAUNCH = "from sentinel_celery.cli.hub import hub_command; hub_command(prog_name='sentinel hub')"
 
 
 @contextmanager

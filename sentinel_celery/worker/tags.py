@@ -1,0 +1,156 @@
+"""A worker's side of delivery-tag tracking: record on receive, prune at each beat, drop at shutdown.
+
+Failover gives back exactly the messages a dead incarnation held, found in its ``tags:<instance>``
+set (state/tags.py). With the tracking transport (broker/redis_transport.py) the tag is written in
+kombu's own unacked transaction and this only remembers it; with any other transport the tag is
+recorded from ``task_received`` by a writer thread (a kill -9 within about a millisecond of receipt
+then leaves that message to the broker's own redelivery).
+
+Tags are not removed on ack (that would be a second write per task): at each heartbeat the worker
+removes, in one SREM, the tags its channel no longer holds.
+
+Redis keys: ``tags:<instance>`` (see state/tags.py).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from celery import signals
+
+from sentinel_celery.broker import redis_transport
+from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.tags import RedisTagTracker
+from sentinel_celery.worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerTags:
+    """The worker main process's side: record on receive, prune at each beat, drop at shutdown."""
+
+    def __init__(self, runtime, tracker: RedisTagTracker, ttl_s: int):
+        self.runtime = runtime
+        self.tracker = tracker
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._recorded: set[str] = set()
+        self._instance = runtime.instance
+        self._pending: list[str] = []
+        self._wake = threading.Condition(self._lock)
+        self._writer: threading.Thread | None = None
+
+    def tag_key(self) -> str:
+        return self.tracker.key(self.runtime.instance)
+
+    def recorded_by_broker(self, tag: str) -> None:
+        """``TrackingQoS`` wrote ``tag`` with kombu's own unacked entry."""
+        with self._lock:
+            self._recorded.add(tag)
+
+    def on_task_received(self, sender=None, request=None, **kwargs) -> None:
+        message = getattr(request, "message", None)
+        tag = getattr(message, "delivery_tag", None)
+        if tag is None:
+            return
+        with self._wake:
+            if str(tag) in self._recorded:
+                return
+            self._pending.append(str(tag))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="sentinel-tag-writer", daemon=True)
+                self._writer.start()
+            self._wake.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending:
+                    self._wake.wait()
+                batch, self._pending = self._pending, []
+                instance = self.runtime.instance
+            try:
+                self.tracker.record_many(instance, batch)
+            except redis.RedisError as exc:
+                # Not fatal: the messages still run; only a failover in the next moments would miss them.
+                logger.warning("sentinel: could not record %d delivery tag(s): %s", len(batch), exc)
+                continue
+            with self._lock:
+                self._recorded.update(batch)
+
+    def held_now(self) -> set[str] | None:
+        """Tags the worker's task channel holds (delivered, not yet acked or rejected)."""
+        consumer = getattr(self.runtime.worker, "consumer", None)
+        channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
+        qos = getattr(channel, "qos", None)
+        delivered = getattr(qos, "_delivered", None)
+        if delivered is None:
+            return None
+        # set() of a dict/set runs in C without releasing the GIL: a consistent snapshot.
+        return {str(t) for t in set(delivered) - set(getattr(qos, "_dirty", ()) or ())}
+
+    def on_beat(self, runtime) -> None:
+        with self._lock:
+            recorded = set(self._recorded)
+        held = self.held_now()
+        if held is None:
+            return
+        if runtime.instance != self._instance:
+            # Re-registered after being declared dead: what this process still legitimately holds
+            # belongs to the new incarnation now (restored tags no longer exist, so re-recording
+            # them is harmless).
+            self._instance = runtime.instance
+            self.tracker.record_many(runtime.instance, held)
+            with self._lock:
+                self._recorded = set(held)
+            return
+        gone = recorded - held
+        self.tracker.forget(runtime.instance, gone, self.ttl_s)
+        with self._lock:
+            self._recorded -= gone
+
+    def on_stop(self, runtime) -> None:
+        # Deregistered: anything still unacked is restored by kombu at channel close (warm
+        # shutdown), so nothing of this incarnation is left for failover to recover.
+        try:
+            self.tracker.drop(runtime.instance)
+        except redis.RedisError:
+            pass
+
+
+def _start(runtime: WorkerRuntime) -> None:
+    cfg = runtime.cfg
+    tracker = RedisTagTracker(get_redis(cfg.redis_url), cfg.namespace)
+    runtime.tags = WorkerTags(runtime, tracker, cfg.get("distributed.failover.offlineRetentionSeconds"))
+    redis_transport.current_holder = runtime.tags
+
+
+def _on_beat(runtime: WorkerRuntime) -> None:
+    tags = getattr(runtime, "tags", None)
+    if tags is not None:
+        tags.on_beat(runtime)
+
+
+def _stop(runtime: WorkerRuntime) -> None:
+    tags = getattr(runtime, "tags", None)
+    if tags is not None:
+        tags.on_stop(runtime)
+        if redis_transport.current_holder is tags:
+            redis_transport.current_holder = None
+
+
+def _on_task_received(sender=None, request=None, **kwargs) -> None:
+    runtime = WorkerRuntime.current
+    tags = getattr(runtime, "tags", None)
+    if tags is not None and request is not None:
+        tags.on_task_received(sender, request)
+
+
+def connect_tag_tracking() -> None:
+    """Track the delivery tags of the Sentinel workers this process starts. Idempotent."""
+    for hooks, hook in ((WorkerRuntime.on_start, _start), (WorkerRuntime.on_beat, _on_beat),
+                        (WorkerRuntime.on_stop, _stop)):
+        if hook not in hooks:
+            hooks.append(hook)
+    signals.task_received.connect(_on_task_received, weak=False, dispatch_uid="sentinel-tags-received")
