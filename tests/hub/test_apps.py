@@ -11,7 +11,14 @@ import time
 
 import jwt
 import pytest
-from github import Auth, BadCredentialsException, Github, GithubException, GithubIntegration, UnknownObjectException
+from github import (
+    Auth,
+    BadCredentialsException,
+    Github,
+    GithubException,
+    GithubIntegration,
+    UnknownObjectException,
+)
 
 from sentinel_celery.hub import Hub, generate_app_key
 from sentinel_celery.hub.apps import JWT_EXPIRED, JWT_TOO_LONG, JWT_UNDECODABLE

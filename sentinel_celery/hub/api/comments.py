@@ -8,7 +8,7 @@ from .. import shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, not_found
 from ..routing import Response, Router
-from ..store import iso, parse_iso
+from ..timestamps import iso, parse_iso
 from .issues import get_issue, touch
 
 router = Router()

@@ -9,7 +9,7 @@ from ..context import RequestContext
 from ..errors import invalid, missing_field, unprocessable
 from ..git import GitRepo
 from ..routing import Response, Router
-from ..store import iso
+from ..timestamps import iso
 
 router = Router()
 STATES = ("error", "failure", "pending", "success")

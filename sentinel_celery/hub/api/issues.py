@@ -15,7 +15,7 @@ from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..routing import Response, Router
-from ..store import iso, parse_iso
+from ..timestamps import iso, parse_iso
 from .repos import assignable
 
 router = Router()

@@ -13,7 +13,7 @@ from ..apps import AppSpec, Installation, granted_permissions
 from ..context import RequestContext
 from ..errors import HubError, not_found, unprocessable
 from ..routing import Response, Router
-from ..store import iso
+from ..timestamps import iso
 
 router = Router()
 NOT_IN_INSTALLATION = (
@@ -54,7 +54,7 @@ def get_user(ctx: RequestContext, login: str) -> Response:
 
 @router.route("GET", "/rate_limit")
 def get_rate_limit(ctx: RequestContext) -> Response:
-    return Response(200, shapes.rate_limit(ctx.hub.quota_for(ctx.caller).as_json()))
+    return Response(200, shapes.rate_limit(ctx.state.quota_for(ctx.caller).as_json()))
 
 
 def _calling_app(ctx: RequestContext) -> AppSpec:
@@ -104,7 +104,7 @@ def create_installation_token(ctx: RequestContext, installation_id: int) -> Resp
     data = ctx.json_object()
     permissions = granted_permissions(data.get("permissions"))
     rows = _narrowed(ctx, installation, data)
-    spec = ctx.hub.mint_installation_token(
+    spec = ctx.state.mint_installation_token(
         app.app_id,
         installation.id,
         repos=[row["full_name"] for row in rows] if rows is not None else None,
