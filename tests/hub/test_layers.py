@@ -58,3 +58,4 @@ def test_every_hub_module_has_a_layer(graph):
 def test_imports_only_go_down_the_layers(graph):
     illegal = graph.find_illegal_dependencies_for_layers(layers=LAYERS, containers={HUB})
     assert [f"{d.importer} -> {d.imported}" for d in sorted(illegal, key=str)] == []
+
