@@ -16,6 +16,7 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.timestamps` — GitHub's ISO-8601 times
    * :mod:`.loopback` — which addresses are this machine's
    * :mod:`.db` — the SQLite connection and transactions
+   * :mod:`.limits` — GitHub's size limits on titles, bodies and descriptions, and its 422 for them
    * :mod:`.ratelimit` — primary and secondary rate limits
    * :mod:`.faults` — fault injection
    * :mod:`.requestlog` — the request log

@@ -8,6 +8,7 @@ from .. import shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, unprocessable
 from ..git import GitRepo
+from ..limits import MAX_STATUS_DESCRIPTION, check_length
 from ..routing import Response, Router
 from ..timestamps import iso
 
@@ -47,10 +48,7 @@ def create_status(ctx: RequestContext, owner: str, repo: str, sha: str) -> Respo
     commit_sha = resolve(ctx, row, sha)
     context = data.get("context") or "default"
     description = data.get("description")
-    if description is not None and len(str(description)) > 140:
-        raise invalid(
-            "Status", "description", code="custom", message="description is too long (maximum is 140 characters)"
-        )
+    check_length("Status", "description", None if description is None else str(description), MAX_STATUS_DESCRIPTION)
     now = iso()
     status_id = ctx.store.insert(
         "INSERT INTO statuses (repo_id, sha, state, target_url, description, context, creator_id, created_at, updated_at) "

@@ -14,6 +14,7 @@ from typing import Any
 from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
+from ..limits import MAX_BODY, MAX_TITLE, check_length
 from ..routing import Response, Router
 from ..timestamps import iso, parse_iso
 from .repos import assignable
@@ -109,7 +110,16 @@ def _title(data: dict[str, Any]) -> str:
         title = str(title)
     if not isinstance(title, str) or not title.strip():
         raise missing_field("Issue", "title") if "title" not in data else invalid("Issue", "title", value=title)
+    check_length("Issue", "title", title, MAX_TITLE)
     return title
+
+
+def _body(data: dict[str, Any]) -> str | None:
+    body = data.get("body")
+    if body is not None and not isinstance(body, str):
+        raise invalid("Issue", "body", value=body)
+    check_length("Issue", "body", body, MAX_BODY)
+    return body
 
 
 @router.route("POST", "/repos/{owner}/{repo}/issues")
@@ -117,9 +127,7 @@ def create_issue(ctx: RequestContext, owner: str, repo: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     data = ctx.json_object()
     title = _title(data)
-    body = data.get("body")
-    if body is not None and not isinstance(body, str):
-        raise invalid("Issue", "body", value=body)
+    body = _body(data)
     labels = label_names(data.get("labels"), "Issue")
     assignees = _assignee_ids(ctx, repo_row, _requested_assignees(data), strict=True)
     number = repo_row["next_number"]
@@ -161,9 +169,7 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
     if "title" in data:
         changes["title"] = _title(data)
     if "body" in data:
-        if data["body"] is not None and not isinstance(data["body"], str):
-            raise invalid("Issue", "body", value=data["body"])
-        changes["body"] = data["body"]
+        changes["body"] = _body(data)
     if "state" in data:
         state = data["state"]
         if state not in _STATES:
