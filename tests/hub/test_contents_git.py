@@ -90,6 +90,16 @@ def test_stale_sha_is_409_and_missing_sha_is_422(github_hub, repo):
     assert repo.get_contents("f.txt").decoded_content == b"two"
 
 
+def test_put_with_a_sha_for_a_missing_file_creates_it(github_hub, repo):
+    stale = repo.create_file("old.txt", "v1", "one")["content"].sha
+    content = base64.b64encode(b"new").decode()
+    body = {"message": "m", "content": content, "sha": stale}
+    created = call(github_hub, "PUT", "/repos/acme/app/contents/new.txt", json=body)
+    assert created.status_code == 201
+    assert created.json()["content"]["path"] == "new.txt"
+    assert repo.get_contents("new.txt").decoded_content == b"new"
+
+
 def test_contents_on_another_branch_and_ref(repo):
     main = repo.get_branch("main").commit.sha
     repo.create_git_ref("refs/heads/feature", main)

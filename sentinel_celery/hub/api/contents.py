@@ -4,7 +4,8 @@
 
 Writes are compare-and-swap on the file's blob ``sha``, as on GitHub: updating
 or deleting an existing file without ``sha`` → 422, with a stale ``sha`` →
-409. Each write makes a real commit on the branch (default: the repository's
+409; a ``sha`` given for a file that does not exist is ignored and the file
+created (201). Each write makes a real commit on the branch (default: the repository's
 default branch), all inside the request's transaction, so of two writers that
 read the same ``sha`` exactly one wins.
 """
@@ -45,9 +46,7 @@ def _branch_head(ctx: RequestContext, git: GitRepo, repo_row: sqlite3.Row, branc
 
 
 def _check_sha(path: str, current: TreeEntry | None, given: Any, *, required: bool) -> None:
-    if current is None:
-        if given:
-            raise HubError(409, f"{path} does not match {given}")
+    if current is None:  # nothing to compare with: GitHub ignores a sha given for a new file and creates it
         return
     if current.type != "blob":
         raise invalid("Content", "path", value=path, message=f"{path} is a directory")
