@@ -455,6 +455,15 @@ def content_file(
     return body
 
 
+def content_directory(
+    urls: Urls, repo_row: sqlite3.Row, path: str, entry: TreeEntry, entries: list[dict[str, Any]], ref_name: str
+) -> dict[str, Any]:
+    """A directory as ``application/vnd.github.object`` gives it: its own entry plus ``entries``."""
+    body = content_entry(urls, repo_row, path, entry, 0, ref_name)
+    body["entries"] = entries
+    return body
+
+
 # statuses and checks -----------------------------------------------------
 def status(urls: Urls, store: Store, repo_row: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
     creator = user(urls, store.user(row["creator_id"]))

@@ -100,6 +100,21 @@ def test_put_with_a_sha_for_a_missing_file_creates_it(github_hub, repo):
     assert repo.get_contents("new.txt").decoded_content == b"new"
 
 
+def test_object_media_type_gives_a_directory_as_an_object_with_entries(github_hub, repo):
+    repo.create_file("docs/a.md", "add", "a")
+    accept = {"Accept": "application/vnd.github.object"}
+    listing = call(github_hub, "GET", "/repos/acme/app/contents/docs").json()
+    directory = call(github_hub, "GET", "/repos/acme/app/contents/docs", headers=accept).json()
+    assert isinstance(directory, dict)
+    assert (directory["type"], directory["name"], directory["path"], directory["size"]) == ("dir", "docs", "docs", 0)
+    assert directory["entries"] == listing and [e["path"] for e in listing] == ["docs/a.md"]
+    assert directory["download_url"] is None and directory["_links"]["self"] == directory["url"]
+    root = call(github_hub, "GET", "/repos/acme/app/contents", headers=accept).json()
+    assert [e["name"] for e in root["entries"]] == ["README.md", "docs"]
+    file = call(github_hub, "GET", "/repos/acme/app/contents/docs/a.md", headers=accept).json()
+    assert file["type"] == "file" and base64.b64decode(file["content"]) == b"a"  # a file is an object anyway
+
+
 def test_contents_on_another_branch_and_ref(repo):
     main = repo.get_branch("main").commit.sha
     repo.create_git_ref("refs/heads/feature", main)

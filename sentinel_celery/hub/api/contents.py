@@ -1,6 +1,8 @@
 """Repository contents: get a file or directory, create or update a file, delete a file.
 
-``Accept: application/vnd.github.raw`` on a file answers its bytes instead of JSON.
+``Accept: application/vnd.github.raw`` on a file answers its bytes instead of JSON;
+``Accept: application/vnd.github.object`` on a directory answers one object whose
+``entries`` are what the default array would be.
 
 Writes are compare-and-swap on the file's blob ``sha``, as on GitHub: updating
 or deleting an existing file without ``sha`` → 422, with a stale ``sha`` →
@@ -87,6 +89,8 @@ def get_contents(ctx: RequestContext, owner: str, repo: str, path: str) -> Respo
         child_path = f"{path}/{child.name}" if path else child.name
         size = len(git.typed(child.sha, "blob") or b"") if child.type == "blob" else 0
         items.append(shapes.content_entry(ctx.urls, repo_row, child_path, child, size, ref_name))
+    if "vnd.github.object" in ctx.headers.get("accept", ""):
+        return Response(200, shapes.content_directory(ctx.urls, repo_row, path, entry, items, ref_name))
     return Response(200, items)
 
 
