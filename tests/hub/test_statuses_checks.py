@@ -47,11 +47,16 @@ def test_status_validation(github_hub, repo):
     assert (no_commit.status_code, no_commit.json()["message"]) == (422, f"No commit found for SHA: {'9' * 40}")
 
 
-def test_personal_token_cannot_create_check_runs(repo):
+def test_personal_token_cannot_create_or_update_check_runs(github_hub, repo):
     with pytest.raises(GithubException) as info:
         repo.create_check_run("sentinel", repo.get_branch("main").commit.sha)
     assert info.value.status == 403
-    assert info.value.data["message"] == "Resource not accessible by personal access token"
+    assert info.value.data["message"] == "You must authenticate via a GitHub App."
+    assert info.value.data["documentation_url"].endswith("/checks/runs#create-a-check-run")
+    app_repo = github_hub.client(github_hub.add_token(kind="app")).get_repo(github_hub.repo)
+    run = app_repo.create_check_run("sentinel", repo.get_branch("main").commit.sha)
+    denied = call(github_hub, "PATCH", f"/repos/acme/app/check-runs/{run.id}", json={"conclusion": "success"})
+    assert (denied.status_code, denied.json()["message"]) == (403, "You must authenticate via a GitHub App.")
 
 
 def test_app_token_creates_updates_and_lists_check_runs(github_hub):
