@@ -39,6 +39,23 @@ def test_status_routes_by_branch_and_legacy_path(github_hub, repo):
     assert [s["context"] for s in call(github_hub, "GET", f"/repos/acme/app/statuses/{sha}").json()] == ["deploy"]
 
 
+def test_refs_with_slashes_in_status_statuses_and_check_runs(github_hub, repo):
+    sha = repo.get_branch("main").commit.sha
+    repo.create_git_ref("refs/heads/rel/1.0", sha)
+    repo.get_commit(sha).create_status("success", context="release")
+    app_repo = github_hub.client(github_hub.add_token(kind="app")).get_repo(github_hub.repo)
+    app_repo.create_check_run("release", sha, conclusion="success")
+    combined = call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0/status")
+    assert combined.status_code == 200 and (combined.json()["sha"], combined.json()["state"]) == (sha, "success")
+    listed = call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0/statuses")
+    assert [s["context"] for s in listed.json()] == ["release"]
+    assert [s["context"] for s in call(github_hub, "GET", "/repos/acme/app/statuses/rel/1.0").json()] == ["release"]
+    runs = call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0/check-runs")
+    assert runs.status_code == 200 and [r["name"] for r in runs.json()["check_runs"]] == ["release"]
+    assert call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0").json()["sha"] == sha
+    assert call(github_hub, "GET", "/repos/acme/app/commits/rel%2F1.0/status").json()["sha"] == sha  # encoded too
+
+
 def test_status_validation(github_hub, repo):
     sha = repo.get_branch("main").commit.sha
     bad_state = call(github_hub, "POST", f"/repos/acme/app/statuses/{sha}", json={"state": "great"})

@@ -122,7 +122,7 @@ def get_check_run(ctx: RequestContext, owner: str, repo: str, run_id: int) -> Re
     return Response(200, shapes.check_run(ctx, repo_row, _get(ctx, repo_row, run_id)))
 
 
-@router.route("GET", "/repos/{owner}/{repo}/commits/{ref}/check-runs")
+@router.route("GET", "/repos/{owner}/{repo}/commits/{ref:path}/check-runs")
 def list_check_runs(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     sha = resolve(ctx, repo_row, ref)

@@ -60,14 +60,14 @@ def create_status(ctx: RequestContext, owner: str, repo: str, sha: str) -> Respo
     return Response(201, body, {"Location": body["url"]})
 
 
-@router.route("GET", "/repos/{owner}/{repo}/commits/{ref}/statuses")
+@router.route("GET", "/repos/{owner}/{repo}/commits/{ref:path}/statuses")
 def list_statuses(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     row = ctx.repo(owner, repo)
     statuses = _statuses(ctx, row, resolve(ctx, row, ref))
     return ctx.paginate([shapes.status(ctx.urls, ctx.store, row, s) for s in statuses])
 
 
-@router.route("GET", "/repos/{owner}/{repo}/statuses/{ref}")
+@router.route("GET", "/repos/{owner}/{repo}/statuses/{ref:path}")
 def list_statuses_legacy(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     return list_statuses(ctx, owner, repo, ref)
 
@@ -80,7 +80,7 @@ def combined_state(states: list[str]) -> str:
     return "success"
 
 
-@router.route("GET", "/repos/{owner}/{repo}/commits/{ref}/status")
+@router.route("GET", "/repos/{owner}/{repo}/commits/{ref:path}/status")
 def combined_status(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     row = ctx.repo(owner, repo)
     sha = resolve(ctx, row, ref)
