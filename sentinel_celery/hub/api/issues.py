@@ -3,7 +3,9 @@
 Assigning someone without push access fails with 422 on create and update,
 and is silently ignored by the ``/assignees`` endpoints, as on GitHub. Labels
 named on create or update that do not exist yet are created (colour
-``ededed``), as GitHub does for callers with push access.
+``ededed``), as GitHub does for callers with push access. The hub has no
+milestones, so naming one is a 422 (GitHub's answer for a milestone that
+does not exist); ``"milestone": null`` is accepted.
 """
 
 from __future__ import annotations
@@ -114,6 +116,11 @@ def _title(data: dict[str, Any]) -> str:
     return title
 
 
+def _check_milestone(data: dict[str, Any]) -> None:
+    if data.get("milestone") is not None:  # no milestone exists on the hub
+        raise invalid("Issue", "milestone", value=data["milestone"])
+
+
 def _body(data: dict[str, Any]) -> str | None:
     body = data.get("body")
     if body is not None and not isinstance(body, str):
@@ -128,6 +135,7 @@ def create_issue(ctx: RequestContext, owner: str, repo: str) -> Response:
     data = ctx.json_object()
     title = _title(data)
     body = _body(data)
+    _check_milestone(data)
     labels = label_names(data.get("labels"), "Issue")
     assignees = _assignee_ids(ctx, repo_row, _requested_assignees(data), strict=True)
     number = repo_row["next_number"]
@@ -165,6 +173,7 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
     repo_row = ctx.repo(owner, repo)
     row = get_issue(ctx, repo_row, number)
     data = ctx.json_object()
+    _check_milestone(data)
     changes: dict[str, Any] = {}
     if "title" in data:
         changes["title"] = _title(data)
