@@ -17,6 +17,7 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.loopback` — which addresses are this machine's
    * :mod:`.db` — the SQLite connection and transactions
    * :mod:`.limits` — GitHub's size limits on titles, bodies and descriptions, and its 422 for them
+   * :mod:`.apiversion` — the ``X-GitHub-Api-Version`` header: the versions served, 400 for others
    * :mod:`.ratelimit` — primary and secondary rate limits
    * :mod:`.faults` — fault injection
    * :mod:`.requestlog` — the request log
@@ -47,7 +48,7 @@ inside a function, goes upwards, so the package has no import cycle
 
 5. **Serving**:
 
-   * :mod:`.pipeline` — the order a request goes through (faults, auth, limits, routing, ETag)
+   * :mod:`.pipeline` — the order a request goes through (faults, version, auth, limits, routing, ETag)
    * :mod:`.server` — HTTP framing, threads, loopback binding (uses ``pipeline``)
    * :mod:`.app` — :class:`Hub`, the composition root and Python API (uses ``server``, ``pipeline``)
    * :mod:`.cli` — the ``sentinel hub`` command, and :mod:`.pytest_plugin` — the

@@ -3,16 +3,17 @@
 Owns :class:`Pipeline`. An API request goes through, in this order:
 
 1. outage (fault) → 503
-2. authentication → 401 "Requires authentication" / "Bad credentials"
-3. concurrency (secondary limit) → 403/429 with ``retry-after``
-4. added latency (fault)
-5. injected failure, ``fail_mode="before"`` → 5xx
-6. primary rate limit (``GET /rate_limit`` is not counted) → 403
-7. content-creating secondary limits → 403/429 with ``retry-after``
-8. routing → 404; the credentials the route takes (a JWT only on ``/app``) → 401;
+2. ``X-GitHub-Api-Version`` → 400 for a version GitHub does not support
+3. authentication → 401 "Requires authentication" / "Bad credentials"
+4. concurrency (secondary limit) → 403/429 with ``retry-after``
+5. added latency (fault)
+6. injected failure, ``fail_mode="before"`` → 5xx
+7. primary rate limit (``GET /rate_limit`` is not counted) → 403
+8. content-creating secondary limits → 403/429 with ``retry-after``
+9. routing → 404; the credentials the route takes (a JWT only on ``/app``) → 401;
    the handler, inside one store transaction
-9. injected failure, ``fail_mode="after"`` → 5xx although the change was made
-10. ``ETag``; a matching ``If-None-Match`` → 304, refunded to the primary limit
+10. injected failure, ``fail_mode="after"`` → 5xx although the change was made
+11. ``ETag``; a matching ``If-None-Match`` → 304, refunded to the primary limit
 
 Paths may carry GitHub Enterprise's ``/api/v3`` prefix; ``url`` fields in
 bodies then keep it. ``/_hub/...`` goes to the admin API; other GETs that are
@@ -34,6 +35,7 @@ from typing import Any, Callable
 
 from . import admin, html
 from .api import build_router
+from .apiversion import selected_version
 from .auth import Principal, require_credentials
 from .context import WRITE_METHODS, RequestContext, Urls
 from .errors import RATE_LIMIT_DOCS_URL, HubError
@@ -61,6 +63,7 @@ class _Call:
     entered: bool = False  # counted in the concurrency limit, to be released
     counted: bool = False  # counted in the primary limit, refundable on 304
     failure: tuple[int, str] | None = None
+    version: str | None = None  # the X-GitHub-Api-Version served, once accepted
 
 
 @dataclass
@@ -181,10 +184,11 @@ class Pipeline:
         return result
 
     def _admit(self, call: "_Call", headers: dict[str, str]) -> None:
-        """Steps 1-7: everything that may turn a request away before its handler runs."""
+        """Steps 1-8: everything that may turn a request away before its handler runs."""
         state = self.state
         if state.faults.in_outage():
             raise HubError(503, "Service Unavailable")
+        call.version = selected_version(headers.get("x-github-api-version"))
         if headers.get("authorization"):
             call.token_label = "invalid"
         principal = call.principal = state.tokens.authenticate(headers.get("authorization"))
@@ -213,7 +217,7 @@ class Pipeline:
     def _dispatch(
         self, call: "_Call", query: dict[str, list[str]], headers: dict[str, str], body: bytes, urls: Urls
     ) -> Response:
-        """Steps 8-9: route, run the handler in one transaction, maybe fail afterwards."""
+        """Steps 9-10: route, run the handler in one transaction, maybe fail afterwards."""
         resolved = self.api.resolve(call.method, call.path)
         if resolved is None:
             raise HubError(404, "Not Found")
@@ -261,13 +265,14 @@ class Pipeline:
         )
 
     def _finish(self, response: Response, call: "_Call", headers: dict[str, str]) -> HttpResult:
-        """Step 10 and the headers every API answer carries."""
+        """Step 11 and the headers every API answer carries."""
         state = self.state
         payload = self._encode(response)
         out = dict(response.headers)
         out["X-GitHub-Request-Id"] = call.rid
         out["X-GitHub-Media-Type"] = "github.v3; format=json"
-        out["X-GitHub-Api-Version-Selected"] = "2022-11-28"
+        if call.version is not None:
+            out["X-GitHub-Api-Version-Selected"] = call.version
         principal = call.principal
         if principal is not None:
             quota = call.quota

@@ -47,6 +47,24 @@ def test_api_v3_prefix_serves_the_same_api_and_keeps_the_prefix_in_urls(github_h
     assert [r.path for r in github_hub.requests()][-1] == f"/repos/acme/app/issues/{issue.number}"
 
 
+def test_api_version_header_selects_a_supported_version_or_is_400(github_hub):
+    default = call(github_hub, "GET", "/repos/acme/app")
+    assert default.headers["X-GitHub-Api-Version-Selected"] == "2022-11-28"
+    for version in ("2022-11-28", "2026-03-10"):
+        chosen = call(github_hub, "GET", "/repos/acme/app", headers={"X-GitHub-Api-Version": version})
+        assert chosen.status_code == 200 and chosen.headers["X-GitHub-Api-Version-Selected"] == version
+    for version in ("v3", "2021-01-01"):
+        refused = call(github_hub, "POST", "/repos/acme/app/issues", json={"title": "t"},
+                       headers={"X-GitHub-Api-Version": version})
+        assert refused.status_code == 400
+        assert refused.json()["message"].startswith(
+            f'The version you specified in the "X-GitHub-Api-Version" request header, "{version}", '
+            "is not a supported version."
+        )
+        assert '"2026-03-10" (most recent), "2022-11-28"' in refused.json()["message"]
+    assert call(github_hub, "GET", "/repos/acme/app/issues").json() == []  # the refused requests changed nothing
+
+
 def test_unknown_path_is_github_404(github_hub):
     response = call(github_hub, "GET", "/repos/acme/app/no-such-thing")
     assert response.status_code == 404
