@@ -27,6 +27,12 @@ def test_authenticated_user_and_repository(github_hub):
     assert repo.url == f"{github_hub.base_url}/repos/acme/app"
 
 
+def test_authenticated_user_sees_a_private_view_of_themself(github_hub):
+    assert call(github_hub, "GET", "/user").json()["user_view_type"] == "private"
+    assert call(github_hub, "GET", "/users/acme").json()["user_view_type"] == "public"
+    assert call(github_hub, "GET", "/repos/acme/app").json()["owner"]["user_view_type"] == "public"
+
+
 def test_bodies_follow_github_conventions(github_hub):
     body = call(github_hub, "GET", "/repos/acme/app").json()
     assert base64.b64decode(body["node_id"]).decode() == f"010:Repository{body['id']}"

@@ -17,7 +17,9 @@ def get_authenticated_user(ctx: RequestContext) -> Response:
         raise HubError(403, "Resource not accessible by integration")
     row = ctx.store.user(ctx.caller.user_id)
     owned = ctx.store.one("SELECT COUNT(*) AS n FROM repos WHERE owner_id = ?", (row["id"],))["n"]
-    return Response(200, shapes.full_user(ctx.urls, row, public_repos=0, private_repos=owned))
+    body = shapes.full_user(ctx.urls, row, public_repos=0, private_repos=owned)
+    body["user_view_type"] = "private"  # the caller sees their own private profile
+    return Response(200, body)
 
 
 @router.route("GET", "/users/{login}")
