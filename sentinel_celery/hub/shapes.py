@@ -161,28 +161,35 @@ _REPO_URL_TEMPLATES = {
 }
 
 
-def repo(ctx: RequestContext, row: sqlite3.Row) -> dict[str, Any]:
+def simple_repo(ctx: RequestContext, row: sqlite3.Row) -> dict[str, Any]:
+    """The short repository object GitHub embeds in other answers (a combined status): names, owner, URLs."""
     urls, full = ctx.urls, row["full_name"]
     api = urls.repo_api(full)
-    owner = user(urls, ctx.store.user(row["owner_id"]))
-    open_issues = ctx.store.one("SELECT COUNT(*) AS n FROM issues WHERE repo_id = ? AND state = 'open'", (row["id"],))[
-        "n"
-    ]
-    spec = ctx.caller.spec
-    push = spec.can_write
     data: dict[str, Any] = {
         "id": row["id"],
         "node_id": node_id("Repository", row["id"]),
         "name": row["name"],
         "full_name": full,
         "private": bool(row["private"]),
-        "owner": owner,
+        "owner": user(urls, ctx.store.user(row["owner_id"])),
         "html_url": urls.repo_web(full),
         "description": row["description"],
         "fork": False,
         "url": api,
     }
     data.update({key: api + suffix for key, suffix in _REPO_URL_TEMPLATES.items()})
+    return data
+
+
+def repo(ctx: RequestContext, row: sqlite3.Row) -> dict[str, Any]:
+    """The full repository object of ``GET /repos/{owner}/{repo}``, with the caller's permissions."""
+    urls, full = ctx.urls, row["full_name"]
+    open_issues = ctx.store.one("SELECT COUNT(*) AS n FROM issues WHERE repo_id = ? AND state = 'open'", (row["id"],))[
+        "n"
+    ]
+    spec = ctx.caller.spec
+    push = spec.can_write
+    data = simple_repo(ctx, row)
     data.update(
         {
             "git_url": f"git://{urls.web.split('://', 1)[-1]}/{full}.git",

@@ -39,6 +39,24 @@ def test_status_routes_by_branch_and_legacy_path(github_hub, repo):
     assert [s["context"] for s in call(github_hub, "GET", f"/repos/acme/app/statuses/{sha}").json()] == ["deploy"]
 
 
+def test_combined_status_pages_its_statuses_and_embeds_a_short_repository(github_hub, repo):
+    commit = repo.get_commit("main")
+    for n in range(5):
+        commit.create_status("success" if n else "failure", context=f"ci/{n}")
+    first = call(github_hub, "GET", "/repos/acme/app/commits/main/status", params={"per_page": 2})
+    body = first.json()
+    assert [s["context"] for s in body["statuses"]] == ["ci/0", "ci/1"]
+    assert (body["total_count"], body["state"]) == (5, "failure")  # over all statuses, not the page
+    assert 'rel="next"' in first.headers["Link"] and "page=3" in first.headers["Link"]  # last
+    last = call(github_hub, "GET", "/repos/acme/app/commits/main/status", params={"per_page": 2, "page": 3})
+    assert [s["context"] for s in last.json()["statuses"]] == ["ci/4"]
+    assert 'rel="prev"' in last.headers["Link"] and 'rel="next"' not in last.headers["Link"]
+    repository = body["repository"]
+    assert "temp_clone_token" not in repository  # GitHub's schema says string; the hub has none to give
+    assert repository["full_name"] == "acme/app" and repository["hooks_url"].endswith("/repos/acme/app/hooks")
+    assert commit.get_combined_status().total_count == 5  # PyGithub still reads it
+
+
 def test_refs_with_slashes_in_status_statuses_and_check_runs(github_hub, repo):
     sha = repo.get_branch("main").commit.sha
     repo.create_git_ref("refs/heads/rel/1.0", sha)

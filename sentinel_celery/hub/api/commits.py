@@ -1,4 +1,8 @@
-"""Commit endpoints: get and list commits, commit statuses (create, list, combined)."""
+"""Commit endpoints: get and list commits, commit statuses (create, list, combined).
+
+The combined status pages its ``statuses`` with ``per_page``/``page`` and a
+``Link`` header; ``state`` and ``total_count`` cover all of them.
+"""
 
 from __future__ import annotations
 
@@ -88,24 +92,23 @@ def combined_status(ctx: RequestContext, owner: str, repo: str, ref: str) -> Res
     for status in _statuses(ctx, row, sha):
         latest.setdefault(status["context"], status)
     statuses = sorted(latest.values(), key=lambda s: s["id"])
+    page = ctx.paginate(statuses)  # per_page/page choose which of the latest statuses are listed
     bodies = []
-    for status in statuses:
+    for status in page.body:
         body = shapes.status(ctx.urls, ctx.store, row, status)
         body.pop("creator")
         bodies.append(body)
     api = ctx.urls.repo_api(row["full_name"])
-    return Response(
-        200,
-        {
-            "state": combined_state([s["state"] for s in statuses]),
-            "statuses": bodies,
-            "sha": sha,
-            "total_count": len(bodies),
-            "repository": shapes.repo(ctx, row),
-            "commit_url": f"{api}/commits/{sha}",
-            "url": f"{api}/commits/{sha}/status",
-        },
-    )
+    page.body = {
+        "state": combined_state([s["state"] for s in statuses]),
+        "statuses": bodies,
+        "sha": sha,
+        "total_count": len(statuses),
+        "repository": shapes.simple_repo(ctx, row),
+        "commit_url": f"{api}/commits/{sha}",
+        "url": f"{api}/commits/{sha}/status",
+    }
+    return page
 
 
 # Last: a ref may contain "/", so this pattern would swallow the ones above.
