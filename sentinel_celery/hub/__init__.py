@@ -18,7 +18,7 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.db` — the SQLite connection and transactions
    * :mod:`.limits` — GitHub's size limits on titles, bodies and descriptions, and its 422 for them
    * :mod:`.apiversion` — the ``X-GitHub-Api-Version`` header: the versions served, 400 for others
-   * :mod:`.ratelimit` — primary and secondary rate limits
+   * :mod:`.ratelimit` — primary, secondary and unauthenticated rate limits
    * :mod:`.faults` — fault injection
    * :mod:`.requestlog` — the request log
 

@@ -4,7 +4,8 @@ Owns :class:`Pipeline`. An API request goes through, in this order:
 
 1. outage (fault) → 503
 2. ``X-GitHub-Api-Version`` → 400 for a version GitHub does not support
-3. authentication → 401 "Requires authentication" / "Bad credentials"
+3. authentication → 401 "Requires authentication" / "Bad credentials", counted
+   against the unauthenticated limit, whose ``x-ratelimit-*`` headers it carries
 4. concurrency (secondary limit) → 403/429 with ``retry-after``
 5. added latency (fault)
 6. injected failure, ``fail_mode="before"`` → 5xx
@@ -64,6 +65,7 @@ class _Call:
     counted: bool = False  # counted in the primary limit, refundable on 304
     failure: tuple[int, str] | None = None
     version: str | None = None  # the X-GitHub-Api-Version served, once accepted
+    unauthenticated: Quota | None = None  # set when the request was turned away for its credentials
 
 
 @dataclass
@@ -191,7 +193,11 @@ class Pipeline:
         call.version = selected_version(headers.get("x-github-api-version"))
         if headers.get("authorization"):
             call.token_label = "invalid"
-        principal = call.principal = state.tokens.authenticate(headers.get("authorization"))
+        try:
+            principal = call.principal = state.tokens.authenticate(headers.get("authorization"))
+        except HubError:
+            call.unauthenticated = state.count_unauthenticated()
+            raise
         call.token_label = key = principal.label
         if not state.limiter.enter(key):
             raise self._secondary(call.rid, retry_after=1)
@@ -274,7 +280,9 @@ class Pipeline:
         if call.version is not None:
             out["X-GitHub-Api-Version-Selected"] = call.version
         principal = call.principal
-        if principal is not None:
+        if call.unauthenticated is not None:
+            out.update(call.unauthenticated.headers())
+        elif principal is not None:
             quota = call.quota
             if quota is None or state.faults.rate_limit_exhausted()[0]:
                 quota = state.quota_for(principal)

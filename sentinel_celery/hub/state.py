@@ -35,6 +35,7 @@ class HubState:
         self.store = store
         self.clock = clock
         self.limiter = RateLimiter(limits, clock=clock)
+        self.unauthenticated = RateLimiter(limits.for_unauthenticated(), clock=clock)
         self.faults = faults
         self.log = log
         self.apps = AppRegistry()
@@ -128,5 +129,10 @@ class HubState:
             return self.limiter.exhausted(principal.label, until)
         return self.limiter.quota(principal.label)
 
+    def count_unauthenticated(self) -> Quota:
+        """Count a request turned away for its credentials against the unauthenticated limit."""
+        return self.unauthenticated.consume("unauthenticated")[1]
+
     def reset_rate_limits(self) -> None:
         self.limiter.reset()
+        self.unauthenticated.reset()
