@@ -20,6 +20,7 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.apiversion` — the ``X-GitHub-Api-Version`` header: the versions served, 400 for others
    * :mod:`.ratelimit` — primary, secondary and unauthenticated rate limits
    * :mod:`.faults` — fault injection
+   * :mod:`.markdown` — Markdown to inert HTML, as GitHub renders issue bodies
    * :mod:`.requestlog` — the request log
 
 2. **State** — what the hub knows, with no notion of HTTP:

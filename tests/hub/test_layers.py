@@ -24,7 +24,7 @@ LAYERS = [
     "state",
     {"store", "auth"},
     {"git", "apps"},
-    {"timestamps", "loopback", "db", "limits", "apiversion", "ratelimit", "faults", "requestlog"},
+    {"timestamps", "loopback", "db", "markdown", "limits", "apiversion", "ratelimit", "faults", "requestlog"},
     "errors",
 ]
 
