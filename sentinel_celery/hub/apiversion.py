@@ -1,10 +1,11 @@
 """The ``X-GitHub-Api-Version`` request header: which REST API versions the hub accepts.
 
 GitHub serves the versions it supports and answers 400 for any other value;
-a request without the header gets ``2022-11-28``. The hub serves every
-supported version with the same shapes (it implements no endpoint whose shape
-differs between them) and reports the one chosen in
-``X-GitHub-Api-Version-Selected``.
+a request without the header gets ``2022-11-28``. The hub reports the one
+chosen in ``X-GitHub-Api-Version-Selected`` and hands it to the handlers
+(``ctx.api_version``); of 2026-03-10's breaking changes, two touch endpoints
+the hub implements: ``GET /rate_limit`` loses ``rate``, and a directory
+listing shows a submodule as ``submodule`` rather than ``file``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from .errors import HubError
 
 DEFAULT_VERSION = "2022-11-28"
-SUPPORTED_VERSIONS = ("2026-03-10", "2022-11-28")  # most recent first
+V2026_03_10 = "2026-03-10"
+SUPPORTED_VERSIONS = (V2026_03_10, DEFAULT_VERSION)  # most recent first
 
 
 def selected_version(header: str | None) -> str:

@@ -13,6 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .apiversion import DEFAULT_VERSION
 from .auth import Principal
 from .errors import HubError, not_found
 from .routing import Response
@@ -50,8 +51,10 @@ class RequestContext:
         body: bytes,
         principal: Principal | None,
         urls: Urls,
+        api_version: str = DEFAULT_VERSION,
     ) -> None:
         self.state = state
+        self.api_version = api_version  # X-GitHub-Api-Version, for the few shapes that differ by version
         self.store: Store = state.store
         self.method = method
         self.path = path

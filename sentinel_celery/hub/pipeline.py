@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from . import admin, html
 from .api import build_router
-from .apiversion import selected_version
+from .apiversion import DEFAULT_VERSION, selected_version
 from .auth import Principal, require_credentials
 from .context import WRITE_METHODS, RequestContext, Urls
 from .errors import RATE_LIMIT_DOCS_URL, HubError
@@ -238,6 +238,7 @@ class Pipeline:
             body=body,
             principal=call.principal,
             urls=urls,
+            api_version=call.version or DEFAULT_VERSION,
         )
         with self.state.store.tx():
             response = route.handler(ctx, **params)

@@ -71,6 +71,13 @@ def test_api_version_header_selects_a_supported_version_or_is_400(github_hub):
     assert call(github_hub, "GET", "/repos/acme/app/issues").json() == []  # the refused requests changed nothing
 
 
+def test_rate_limit_document_drops_rate_from_2026_03_10(github_hub):
+    old = call(github_hub, "GET", "/rate_limit").json()
+    new = call(github_hub, "GET", "/rate_limit", headers={"X-GitHub-Api-Version": "2026-03-10"}).json()
+    assert old["rate"] == old["resources"]["core"]
+    assert "rate" not in new and new["resources"]["core"]["limit"] == 5000
+
+
 def test_unknown_path_is_github_404(github_hub):
     response = call(github_hub, "GET", "/repos/acme/app/no-such-thing")
     assert response.status_code == 404

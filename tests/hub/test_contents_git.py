@@ -115,6 +115,19 @@ def test_object_media_type_gives_a_directory_as_an_object_with_entries(github_hu
     assert file["type"] == "file" and base64.b64decode(file["content"]) == b"a"  # a file is an object anyway
 
 
+def test_a_submodule_is_listed_as_file_before_2026_03_10(github_hub, repo):
+    main = repo.get_branch("main").commit
+    tree = repo.create_git_tree(
+        [InputGitTreeElement("lib", "160000", "commit", sha="5" * 40)], base_tree=main.commit.tree
+    )
+    commit = repo.create_git_commit("add submodule", tree, [main.commit])
+    repo.get_git_ref("heads/main").edit(commit.sha)
+    old = call(github_hub, "GET", "/repos/acme/app/contents").json()
+    new = call(github_hub, "GET", "/repos/acme/app/contents", headers={"X-GitHub-Api-Version": "2026-03-10"}).json()
+    assert {e["name"]: e["type"] for e in old} == {"README.md": "file", "lib": "file"}
+    assert {e["name"]: e["type"] for e in new} == {"README.md": "file", "lib": "submodule"}
+
+
 def test_contents_on_another_branch_and_ref(repo):
     main = repo.get_branch("main").commit.sha
     repo.create_git_ref("refs/heads/feature", main)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from .. import shapes
+from ..apiversion import V2026_03_10
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..git import GitRepo, Signature, TreeEntry
@@ -88,7 +89,10 @@ def get_contents(ctx: RequestContext, owner: str, repo: str, path: str) -> Respo
     for child in sorted(git.tree(entry.sha) or [], key=lambda e: e.name):
         child_path = f"{path}/{child.name}" if path else child.name
         size = len(git.typed(child.sha, "blob") or b"") if child.type == "blob" else 0
-        items.append(shapes.content_entry(ctx.urls, repo_row, child_path, child, size, ref_name))
+        item = shapes.content_entry(ctx.urls, repo_row, child_path, child, size, ref_name)
+        if item["type"] == "submodule" and ctx.api_version < V2026_03_10:
+            item["type"] = "file"  # how listings showed submodules before 2026-03-10
+        items.append(item)
     if "vnd.github.object" in ctx.headers.get("accept", ""):
         return Response(200, shapes.content_directory(ctx.urls, repo_row, path, entry, items, ref_name))
     return Response(200, items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import shapes
+from ..apiversion import V2026_03_10
 from ..context import RequestContext
 from ..errors import HubError, not_found
 from ..routing import Response, Router
@@ -45,4 +46,7 @@ def get_user(ctx: RequestContext, login: str) -> Response:
 
 @router.route("GET", "/rate_limit")
 def get_rate_limit(ctx: RequestContext) -> Response:
-    return Response(200, shapes.rate_limit(ctx.state.quota_for(ctx.caller).as_json()))
+    body = shapes.rate_limit(ctx.state.quota_for(ctx.caller).as_json())
+    if ctx.api_version >= V2026_03_10:
+        del body["rate"]  # deprecated since 2021, removed in 2026-03-10
+    return Response(200, body)
