@@ -79,8 +79,7 @@ def plain(value, limit: int = 140) -> str:
 def markdown(value, limit: int = MAX_BODY // 2) -> str:
     """Trusted Markdown from Sentinel itself (alerts): raw HTML and mentions still neutralised."""
     value = _CONTROL.sub("", "" if value is None else str(value))
-    value = _bound(value, limit).replace("<", "&lt;")
-    return _defuse(value)
+    return _bound(_defuse(value.replace("<", "&lt;")), limit)  # bounded last: escaping can quadruple the length
 
 
 def table(header: list[str], rows: list[list]) -> str:

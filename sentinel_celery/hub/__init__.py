@@ -5,27 +5,55 @@ Sentinel's GitHub features has to be exercised for real: by PyGithub, over
 HTTP, against a server that answers like api.github.com for the endpoints
 Sentinel uses. This package is that server.
 
-Modules, one concern each:
+Layers, bottom up. A module imports modules of lower layers only, plus the
+ones of its own layer that its line names ("uses"); no import, not even one
+inside a function, goes upwards, so the package has no import cycle
+(``tests/hub/test_layers.py`` checks both).
 
-* :mod:`.app` — :class:`Hub`, the composition root and Python API
-* :mod:`.server` — HTTP framing, threads, loopback binding
-* :mod:`.pipeline` — the order a request goes through (faults, auth, limits, routing, ETag)
-* :mod:`.routing` — path patterns and :class:`~.routing.Response`
-* :mod:`.context` — what a handler sees; repository access rules; pagination
-* :mod:`.auth` — tokens, kinds and access levels; the tokens file
-* :mod:`.apps` — GitHub Apps: keys, installations, JWT verification
-* :mod:`.ratelimit` — primary and secondary rate limits
-* :mod:`.faults` — fault injection
-* :mod:`.requestlog` — the request log
-* :mod:`.store` — SQLite state; users and repositories
-* :mod:`.git` — git objects, trees, refs and ancestry inside the store
-* :mod:`.shapes` — GitHub's JSON shapes
-* :mod:`.errors` — GitHub's error bodies
-* :mod:`.api` — the REST endpoints, one module per family
-* :mod:`.admin` — the ``/_hub`` admin API
-* :mod:`.html` — the HTML view of issues
-* :mod:`.cli` — the ``sentinel hub`` command
-* :mod:`.pytest_plugin` — the ``github_hub`` fixtures
+1. **Foundations** — each stands alone (the ones that raise use ``errors``):
+
+   * :mod:`.errors` — :class:`~.errors.HubError` and GitHub's error bodies
+   * :mod:`.timestamps` — GitHub's ISO-8601 times
+   * :mod:`.loopback` — which addresses are this machine's
+   * :mod:`.db` — the SQLite connection and transactions
+   * :mod:`.limits` — GitHub's size limits on titles, bodies and descriptions, and its 422 for them
+   * :mod:`.apiversion` — the ``X-GitHub-Api-Version`` header: the versions served, 400 for others
+   * :mod:`.ratelimit` — primary, secondary and unauthenticated rate limits
+   * :mod:`.faults` — fault injection
+   * :mod:`.markdown` — Markdown to inert HTML, as GitHub renders issue bodies
+   * :mod:`.requestlog` — the request log
+
+2. **State** — what the hub knows, with no notion of HTTP:
+
+   * :mod:`.git` — git objects and refs in the database
+   * :mod:`.apps` — GitHub Apps: keys, installations, JWT verification
+   * :mod:`.store` — the schema, users and repositories (uses ``git`` for a new repository's first commit)
+   * :mod:`.auth` — tokens, kinds, access levels, the tokens file (uses ``apps``: which caller a JWT stands for)
+   * :mod:`.state` — :class:`~.state.HubState`: all of the above for one hub, and the
+     operations the Python API and the endpoints share (uses ``store``, ``auth``, ``apps``)
+
+3. **Requests** — what a handler works with:
+
+   * :mod:`.routing` — path patterns, :class:`~.routing.Response`, which credentials a route takes
+   * :mod:`.context` — :class:`~.context.RequestContext`: the caller, input, repository
+     access rules, pagination (uses ``routing``)
+   * :mod:`.shapes` — GitHub's JSON shapes (uses ``context``)
+
+4. **Endpoints** — independent of each other:
+
+   * :mod:`.api` — the REST endpoints, one module per family (inside it, ``comments`` and
+     ``labels`` use ``issues``, ``issues`` uses ``repos``, ``gitdata`` uses ``contents``,
+     ``checks`` uses ``commits``)
+   * :mod:`.admin` — the ``/_hub`` admin API
+   * :mod:`.html` — the HTML view at ``html_url``
+
+5. **Serving**:
+
+   * :mod:`.pipeline` — the order a request goes through (faults, version, auth, limits, routing, ETag)
+   * :mod:`.server` — HTTP framing, threads, loopback binding (uses ``pipeline``)
+   * :mod:`.app` — :class:`Hub`, the composition root and Python API (uses ``server``, ``pipeline``)
+   * :mod:`.pytest_plugin` — the ``github_hub`` fixtures (uses ``app``); this package re-exports the
+     public names. The ``sentinel hub`` command is ``sentinel_celery/cli/hub.py``.
 """
 
 from .app import Hub

@@ -26,7 +26,7 @@ from __future__ import annotations
 from .context import RequestContext
 from .errors import HubError, missing_field
 from .routing import Response, Router
-from .store import parse_iso
+from .timestamps import parse_iso
 
 router = Router()
 
@@ -41,7 +41,7 @@ def list_requests(ctx: RequestContext) -> Response:
     since_time = ctx.arg("since_time")
     status = ctx.arg("status")
     try:
-        entries = ctx.hub.log.entries(
+        entries = ctx.state.log.entries(
             since=ctx.int_arg("since", 0) or None,
             since_time=parse_iso(since_time).timestamp() if since_time else None,
             method=ctx.arg("method"),
@@ -51,44 +51,44 @@ def list_requests(ctx: RequestContext) -> Response:
         )
     except ValueError as exc:
         raise HubError(400, f"Invalid filter: {exc}") from None
-    return Response(200, {"requests": [e.as_json() for e in entries], "last_seq": ctx.hub.log.last_seq})
+    return Response(200, {"requests": [e.as_json() for e in entries], "last_seq": ctx.state.log.last_seq})
 
 
 @router.route("DELETE", "/_hub/requests")
 def clear_requests(ctx: RequestContext) -> Response:
-    ctx.hub.log.clear()
+    ctx.state.log.clear()
     return Response(204)
 
 
 @router.route("GET", "/_hub/faults")
 def get_faults(ctx: RequestContext) -> Response:
-    return Response(200, ctx.hub.faults.snapshot())
+    return Response(200, ctx.state.faults.snapshot())
 
 
 @router.route("POST", "/_hub/faults")
 @router.route("PATCH", "/_hub/faults")
 def set_faults(ctx: RequestContext) -> Response:
     try:
-        ctx.hub.faults.configure(**ctx.json_object())
+        ctx.state.faults.configure(**ctx.json_object())
     except (TypeError, ValueError) as exc:
         raise HubError(422, f"Invalid faults: {exc}") from None
-    return Response(200, ctx.hub.faults.snapshot())
+    return Response(200, ctx.state.faults.snapshot())
 
 
 @router.route("DELETE", "/_hub/faults")
 def clear_faults(ctx: RequestContext) -> Response:
-    ctx.hub.faults.clear()
-    return Response(200, ctx.hub.faults.snapshot())
+    ctx.state.faults.clear()
+    return Response(200, ctx.state.faults.snapshot())
 
 
 @router.route("GET", "/_hub/rate-limits")
 def rate_limits(ctx: RequestContext) -> Response:
-    return Response(200, {p.label: ctx.hub.quota_for(p).as_json() for p in ctx.hub.tokens.principals()})
+    return Response(200, {p.label: ctx.state.quota_for(p).as_json() for p in ctx.state.tokens.principals()})
 
 
 @router.route("DELETE", "/_hub/rate-limits")
 def reset_rate_limits(ctx: RequestContext) -> Response:
-    ctx.hub.limiter.reset()
+    ctx.state.reset_rate_limits()
     return Response(204)
 
 
@@ -98,7 +98,7 @@ def create_repo(ctx: RequestContext) -> Response:
     if not isinstance(full_name, str):
         raise missing_field("Repository", "full_name")
     try:
-        row = ctx.hub.create_repo(full_name)
+        row = ctx.state.create_repo(full_name)
     except ValueError as exc:
         raise HubError(422, str(exc)) from None
     return Response(
@@ -118,6 +118,6 @@ def list_tokens(ctx: RequestContext) -> Response:
                 "access": p.spec.access,
                 "repos": p.spec.repos,
             }
-            for p in ctx.hub.tokens.principals()
+            for p in ctx.state.tokens.principals()
         ],
     )

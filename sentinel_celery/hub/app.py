@@ -1,8 +1,8 @@
 """The :class:`Hub`: one running GitHub-compatible API, its state and its knobs.
 
-Owns the composition (store, tokens, rate limiter, faults, request log,
-pipeline, HTTP server), the server thread's life cycle, and the Python API
-that tests, ``sentinel demo`` and the ``sentinel hub`` command use::
+Owns the composition (the :class:`~.state.HubState`, the pipeline, the HTTP
+server), the server thread's life cycle, and the Python API that tests,
+``sentinel demo`` and the ``sentinel hub`` command use::
 
     with Hub(repos=["acme/app"]) as hub:
         gh = hub.client()                      # a PyGithub client for hub.token
@@ -17,18 +17,19 @@ the hub's ``clock``, which tests may move forward.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from .apps import INSTALLATION_TOKEN_LIFETIME, AppRegistry, AppSpec
-from .auth import Access, Principal, TokenRegistry, TokenSpec, generate_token, load_tokens_file
+from .apps import AppSpec
+from .auth import Access, Principal, TokenSpec, generate_token, load_tokens_file
 from .faults import Faults
+from .loopback import is_loopback
 from .pipeline import Pipeline
-from .ratelimit import Limits, Quota, RateLimiter
+from .ratelimit import Limits, Quota
 from .requestlog import LoggedRequest, RequestLog
-from .server import HubHTTPServer, is_loopback
+from .server import HubHTTPServer
+from .state import HubState
 from .store import Store
 
 if TYPE_CHECKING:
@@ -83,15 +84,23 @@ class Hub:
             raise ValueError(f"sentinel hub binds loopback addresses only, not {host!r}")
         self.host = host
         self._port = port
-        self.store = Store(db)
-        self.clock = clock
-        self.limiter = RateLimiter(limits if isinstance(limits, Limits) else Limits(**(limits or {})), clock=clock)
         self.faults = Faults(seed=seed)
         if faults:
             self.faults.configure(**faults)
-        self.log = RequestLog(log_size)
-        self.apps = AppRegistry()
-        self.tokens = TokenRegistry(self.apps, clock=clock)
+        self.state = HubState(
+            Store(db),
+            limits if isinstance(limits, Limits) else Limits(**(limits or {})),
+            self.faults,
+            RequestLog(log_size),
+            clock,
+        )
+        # the state's parts, for tests and tools that steer or read them
+        self.store = self.state.store
+        self.clock = clock
+        self.limiter = self.state.limiter
+        self.log = self.state.log
+        self.apps = self.state.apps
+        self.tokens = self.state.tokens
 
         wanted = list(repos or [])
         created = [self.store.create_repo(full_name) for full_name in wanted]
@@ -118,7 +127,7 @@ class Hub:
                 TokenSpec(token=self.token, login=self.owner, label=self._free_label("owner"), access="admin")
             )
 
-        self.pipeline = Pipeline(self)
+        self.pipeline = Pipeline(self.state, fallback_host=lambda: self.address)
         self._server: HubHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -135,22 +144,7 @@ class Hub:
         return next(label for label in (base, *(f"{base}-{n}" for n in range(1, 10_000))) if label not in taken)
 
     def _add_spec(self, spec: TokenSpec) -> Principal:
-        # rate limits and the request log are keyed by label, so labels must be unique, except that
-        # an installation's tokens share one: GitHub limits the installation, not each of its tokens
-        if any(
-            p.label == spec.label and p.spec.token != spec.token and not p.spec.same_installation(spec)
-            for p in self.tokens.principals()
-        ):
-            raise ValueError(f"two tokens with the label {spec.label!r}")
-        user_id = self.store.ensure_user(spec.user_login, "Bot" if spec.is_app else "User")
-        if not spec.is_app:
-            for row in self.store.repos():
-                if spec.sees_repo(row["full_name"]) and self.store.permission(row["id"], user_id) is None:
-                    self.store.add_collaborator(
-                        row["id"], user_id, "admin" if spec.is_admin else "push" if spec.can_write else "pull"
-                    )
-        principal = Principal(spec, user_id)
-        self.tokens.add(principal)
+        principal = self.state.add_principal(spec)
         if self.token is None and spec.is_admin:
             self.token = spec.token
         return principal
@@ -209,22 +203,7 @@ class Hub:
         return self._add_app(AppSpec.build(app_id, public_key, installations, slug=slug, owner=owner))
 
     def _add_app(self, app: AppSpec) -> AppSpec:
-        app = dataclasses.replace(app, owner=app.owner or self.owner)
-        self.store.ensure_user(app.owner)
-        # a JWT authenticates as the app itself: no repository, and only the /app endpoints take it
-        spec = TokenSpec(
-            token=f"jwt:{app.app_id}",
-            login=app.bot_login,
-            label=app.jwt_label,
-            kind="app",
-            access="read",
-            repos=(),
-            app_slug=app.slug,
-            app_id=app.app_id,
-            installation_id=0,
-        )
-        self.apps.add(app, Principal(spec, self.store.ensure_user(app.bot_login, "Bot"), app=app))
-        return app
+        return self.state.add_app(app, default_owner=self.owner)
 
     def mint_installation_token(
         self, app_id: int, installation_id: int, *, repos: Iterable[str] | None = None, access: Access = "write"
@@ -234,48 +213,15 @@ class Hub:
         ``repos`` narrows it to some of the installation's repositories. What
         ``POST /app/installations/{id}/access_tokens`` answers with.
         """
-        app = self.apps.get(app_id)
-        installation = app.installation(installation_id) if app else None
-        if app is None or installation is None:
-            raise ValueError(f"no installation {installation_id} of app {app_id}")
-        covered = {name.lower() for name in installation.repos}
-        if repos is not None and not {name.lower() for name in repos} <= covered:
-            raise ValueError(f"installation {installation_id} does not cover all of {sorted(repos)}")
-        self.tokens.prune_expired()
-        spec = TokenSpec(
-            token=generate_token("app"),
-            login=app.bot_login,
-            label=app.installation_label(installation.id),
-            kind="app",
-            access=access,
-            repos=tuple(repos) if repos is not None else installation.repos,
-            app_slug=app.slug,
-            app_id=app.app_id,
-            installation_id=installation.id,
-            expires_at=self.clock() + INSTALLATION_TOKEN_LIFETIME,
-        )
-        self._add_spec(spec)
-        return spec
+        return self.state.mint_installation_token(app_id, installation_id, repos=repos, access=access)
 
     def quota_for(self, principal: Principal) -> Quota:
-        exhausted, until = self.faults.rate_limit_exhausted()
-        if exhausted:
-            return self.limiter.exhausted(principal.label, until)
-        return self.limiter.quota(principal.label)
+        return self.state.quota_for(principal)
 
     # state ---------------------------------------------------------------
     def create_repo(self, full_name: str) -> "sqlite3.Row":
-        row = self.store.create_repo(full_name)
-        for principal in self.tokens.principals():
-            spec = principal.spec
-            if (
-                not spec.is_app
-                and spec.sees_repo(row["full_name"])
-                and self.store.permission(row["id"], principal.user_id) is None
-            ):
-                permission = "admin" if spec.is_admin else "push" if spec.can_write else "pull"
-                self.store.add_collaborator(row["id"], principal.user_id, permission)
-        return row
+        """Create ``owner/name`` (default labels, an initial commit) if missing."""
+        return self.state.create_repo(full_name)
 
     def add_collaborator(self, login: str, permission: str = "push", repo: str | None = None) -> None:
         """Make ``login`` (created if unknown) a collaborator, so issues can be assigned to them."""
@@ -302,7 +248,7 @@ class Hub:
         self.log.clear()
 
     def reset_rate_limits(self) -> None:
-        self.limiter.reset()
+        self.state.reset_rate_limits()
 
     # life cycle ----------------------------------------------------------
     def bind(self) -> HubHTTPServer:
@@ -372,6 +318,7 @@ class Hub:
 
     def client(self, token: str | None = None, *, api_v3: bool = False, **kwargs: Any) -> "Github":
         """A PyGithub client for this hub (no client-side throttling; no retries unless ``retry=`` is given)."""
+        # a lazy load: only clients need PyGithub (~0.25 s to import), the server itself never does
         from github import Auth, Github
 
         kwargs.setdefault("retry", None)

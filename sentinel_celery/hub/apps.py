@@ -4,12 +4,13 @@ Owns :class:`AppSpec` (app id, slug, RSA public key, owner, installations),
 :class:`Installation` (an id and the repositories it covers), the ``apps``
 section of the tokens file (:meth:`AppSpec.from_dict`), and
 :class:`AppRegistry`, which checks the RS256 JWT an app signs with its
-private key (PyJWT) and answers with GitHub's messages when it cannot.
+private key (PyJWT), tells which app signed it, and answers with GitHub's
+messages when it cannot.
 
-An installation token is an ordinary ``kind="app"`` token with an expiry;
-:meth:`~sentinel_celery.hub.app.Hub.mint_installation_token` adds it to the
-:class:`~sentinel_celery.hub.auth.TokenRegistry`. :func:`generate_app_key`
-makes a key pair for tests.
+Knows nothing of tokens: :mod:`.auth` turns a verified app into a caller,
+and an installation token is an ordinary ``kind="app"`` token with an expiry
+(:meth:`~sentinel_celery.hub.state.HubState.mint_installation_token`).
+:func:`generate_app_key` makes a key pair for tests.
 """
 
 from __future__ import annotations
@@ -18,16 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .errors import HubError, unprocessable
-
-if TYPE_CHECKING:
-    from .auth import Principal
 
 INSTALLATION_TOKEN_LIFETIME = 3600.0  # seconds, as on GitHub
 MAX_JWT_LIFETIME = 600  # GitHub refuses a JWT whose exp is more than ten minutes ahead
@@ -223,7 +221,6 @@ def granted_permissions(requested: Any) -> dict[str, str]:
 class _Registered:
     app: AppSpec
     key: rsa.RSAPublicKey
-    principal: "Principal"  # who a valid JWT of this app authenticates as
 
 
 def _app_id(issuer: Any) -> int | None:
@@ -240,7 +237,7 @@ class AppRegistry:
         self._lock = threading.Lock()
         self._apps: dict[int, _Registered] = {}
 
-    def add(self, app: AppSpec, principal: "Principal") -> None:
+    def add(self, app: AppSpec) -> None:
         key = serialization.load_pem_public_key(app.public_key.encode())
         assert isinstance(key, rsa.RSAPublicKey)
         with self._lock:
@@ -251,7 +248,7 @@ class AppRegistry:
             clash = sorted(taken & {i.id for i in app.installations})
             if clash:
                 raise ValueError(f"app {app.app_id}: installation ids {clash} belong to another app")
-            self._apps[app.app_id] = _Registered(app, key, principal)
+            self._apps[app.app_id] = _Registered(app, key)
 
     def get(self, app_id: int) -> AppSpec | None:
         with self._lock:
@@ -262,7 +259,7 @@ class AppRegistry:
         with self._lock:
             return [r.app for r in self._apps.values()]
 
-    def authenticate(self, token: str) -> "Principal":
+    def authenticate(self, token: str) -> AppSpec:
         """The app whose key signed ``token``, or 401 with the message GitHub gives for that JWT."""
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -288,4 +285,4 @@ class AppRegistry:
             raise HubError(401, JWT_UNDECODABLE) from None
         if int(claims["exp"]) > time.time() + MAX_JWT_LIFETIME:
             raise HubError(401, JWT_TOO_LONG)
-        return registered.principal
+        return registered.app

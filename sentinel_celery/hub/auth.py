@@ -208,10 +208,18 @@ class TokenRegistry:
     def __init__(self, apps: AppRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._by_token: dict[str, Principal] = {}
+        self._by_app: dict[int, Principal] = {}  # who a valid JWT of each app authenticates as
         self.apps = apps or AppRegistry()
         self._clock = clock
 
     def add(self, principal: Principal) -> None:
+        """Accept a token; a principal with ``app`` set is the app itself, reached by its JWTs only."""
+        app = principal.app
+        if app is not None:
+            self.apps.add(app)
+            with self._lock:
+                self._by_app[app.app_id] = principal
+            return
         with self._lock:
             self._by_token[principal.spec.token] = principal
 
@@ -237,9 +245,16 @@ class TokenRegistry:
             principal = self._by_token.get(token) if token else None
         if principal is None:
             if token and _looks_like_jwt(token):
-                return self.apps.authenticate(token)
+                return self._app_principal(self.apps.authenticate(token))
             raise HubError(401, "Bad credentials")
         if principal.spec.expired(self._clock()):
             self.remove(token)
             raise HubError(401, "Bad credentials")
+        return principal
+
+    def _app_principal(self, app: AppSpec) -> Principal:
+        with self._lock:
+            principal = self._by_app.get(app.app_id)
+        if principal is None:  # registered with the AppRegistry directly, not through add()
+            raise HubError(401, JWT_UNDECODABLE)
         return principal

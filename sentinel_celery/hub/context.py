@@ -1,7 +1,7 @@
 """What an API handler sees of its request.
 
-Owns :class:`RequestContext` (the store, the caller, the URLs to put in
-bodies, body and query accessors, repository lookup with GitHub's access
+Owns :class:`RequestContext` (the hub's state, the caller, the URLs to put
+in bodies, body and query accessors, repository lookup with GitHub's access
 rules) and pagination with GitHub's ``Link`` header.
 """
 
@@ -11,15 +11,14 @@ import json
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
+from .apiversion import DEFAULT_VERSION
 from .auth import Principal
 from .errors import HubError, not_found
 from .routing import Response
-
-if TYPE_CHECKING:
-    from .app import Hub
-    from .store import Store
+from .state import HubState
+from .store import Store
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 MAX_PER_PAGE = 100
@@ -44,7 +43,7 @@ class RequestContext:
     def __init__(
         self,
         *,
-        hub: "Hub",
+        state: HubState,
         method: str,
         path: str,
         query: dict[str, list[str]],
@@ -52,9 +51,11 @@ class RequestContext:
         body: bytes,
         principal: Principal | None,
         urls: Urls,
+        api_version: str = DEFAULT_VERSION,
     ) -> None:
-        self.hub = hub
-        self.store: "Store" = hub.store
+        self.state = state
+        self.api_version = api_version  # X-GitHub-Api-Version, for the few shapes that differ by version
+        self.store: Store = state.store
         self.method = method
         self.path = path
         self.query = query

@@ -2,9 +2,10 @@
 
 Owns git's object formats (blob, tree, commit; SHA-1 over ``"<type> <len>\\0"``
 plus the body, so shas are the ones ``git`` itself would compute) and
-:class:`GitRepo`, the operations the contents, git-data, commits and statuses
-endpoints share: read/write objects, resolve refs, replace one path in a tree,
-make commits and test ancestry for fast-forward updates.
+:class:`GitRepo`, the operations on the ``git_objects`` and ``git_refs``
+tables that repository creation and the contents, git-data, commits and
+statuses endpoints share: read/write objects, resolve refs, replace one path
+in a tree, make commits and test ancestry for fast-forward updates.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .store import Store
+from .db import Database
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 MODES = {"100644": "blob", "100755": "blob", "120000": "blob", "040000": "tree", "160000": "commit"}
@@ -113,23 +112,23 @@ def decode_commit(sha: str, body: bytes) -> CommitInfo:
 
 
 class GitRepo:
-    """Git operations on one repository's objects and refs. Call inside ``store.tx()``."""
+    """Git operations on one repository's objects and refs. Call inside ``db.tx()``."""
 
-    def __init__(self, store: "Store", repo_id: int) -> None:
-        self.store = store
+    def __init__(self, db: Database, repo_id: int) -> None:
+        self.db = db
         self.repo_id = repo_id
 
     # objects -------------------------------------------------------------
     def put(self, kind: str, body: bytes) -> str:
         sha = hash_object(kind, body)
-        self.store.execute(
+        self.db.execute(
             "INSERT OR IGNORE INTO git_objects (repo_id, sha, type, data) VALUES (?, ?, ?, ?)",
             (self.repo_id, sha, kind, body),
         )
         return sha
 
     def get(self, sha: str) -> tuple[str, bytes] | None:
-        row = self.store.one("SELECT type, data FROM git_objects WHERE repo_id = ? AND sha = ?", (self.repo_id, sha))
+        row = self.db.one("SELECT type, data FROM git_objects WHERE repo_id = ? AND sha = ?", (self.repo_id, sha))
         return (row["type"], bytes(row["data"])) if row else None
 
     def typed(self, sha: str, kind: str) -> bytes | None:
@@ -151,22 +150,22 @@ class GitRepo:
 
     # refs ----------------------------------------------------------------
     def ref(self, name: str) -> str | None:
-        row = self.store.one("SELECT sha FROM git_refs WHERE repo_id = ? AND name = ?", (self.repo_id, name))
+        row = self.db.one("SELECT sha FROM git_refs WHERE repo_id = ? AND name = ?", (self.repo_id, name))
         return row["sha"] if row else None
 
     def set_ref(self, name: str, sha: str) -> None:
-        self.store.execute(
+        self.db.execute(
             "INSERT INTO git_refs (repo_id, name, sha) VALUES (?, ?, ?) "
             "ON CONFLICT (repo_id, name) DO UPDATE SET sha = excluded.sha",
             (self.repo_id, name, sha),
         )
 
     def delete_ref(self, name: str) -> bool:
-        cur = self.store.execute("DELETE FROM git_refs WHERE repo_id = ? AND name = ?", (self.repo_id, name))
+        cur = self.db.execute("DELETE FROM git_refs WHERE repo_id = ? AND name = ?", (self.repo_id, name))
         return cur.rowcount > 0
 
     def refs(self, prefix: str = "refs/") -> list[tuple[str, str]]:
-        rows = self.store.all(
+        rows = self.db.all(
             "SELECT name, sha FROM git_refs WHERE repo_id = ? AND substr(name, 1, ?) = ? ORDER BY name",
             (self.repo_id, len(prefix), prefix),
         )
@@ -182,7 +181,7 @@ class GitRepo:
             if sha is not None:
                 return sha
         if len(refish) >= 7 and re.match(r"^[0-9a-f]+$", refish):
-            rows = self.store.all(
+            rows = self.db.all(
                 "SELECT sha FROM git_objects WHERE repo_id = ? AND type = 'commit' AND substr(sha, 1, ?) = ?",
                 (self.repo_id, len(refish), refish),
             )

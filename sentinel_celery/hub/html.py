@@ -6,11 +6,11 @@ Owns the pages ``/`` (repositories), ``/{owner}/{repo}`` and
 and comments rendered from Markdown) and ``/{owner}/{repo}/raw/{ref}/{path}``
 (a file's bytes as text/plain, the contents API's ``download_url``).
 
-Markdown goes through markdown-it-py with raw HTML disabled, so ``<img
-src=x onerror=...>`` in an issue body is shown as text, and unsafe link
-schemes (``javascript:`` ...) are not turned into links. Every other
-interpolated value is escaped with :func:`html.escape`. No token is needed:
-the hub listens on loopback only.
+Bodies and comments go through :func:`~.markdown.render_markdown` (HTML
+comments hidden, other raw HTML such as ``<img src=x onerror=...>`` shown as
+text, task lists as disabled checkboxes). Every other interpolated value is
+escaped with :func:`html.escape`. No token is needed: the hub listens on
+loopback only.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from __future__ import annotations
 import html as _html
 import sqlite3
 
-from markdown_it import MarkdownIt
-
 from .context import RequestContext
 from .errors import HubError, not_found
 from .git import GitRepo
+from .markdown import render_markdown
 from .routing import HTML_TYPE, Response, Router
 
 router = Router()
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
 
 _STYLE = """
 body{font:14px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;max-width:960px;margin:24px auto;padding:0 16px}
@@ -42,16 +40,12 @@ ul.issues{list-style:none;padding:0;border:1px solid #d1d9e0;border-radius:6px}
 ul.issues li{padding:8px 12px;border-bottom:1px solid #d1d9e0}ul.issues li:last-child{border-bottom:0}
 .muted{color:#59636e}pre{background:#f6f8fa;padding:8px;overflow:auto}code{background:#f6f8fa}
 table{border-collapse:collapse}td,th{border:1px solid #d1d9e0;padding:4px 8px}
+.contains-task-list{padding-left:8px}.task-list-item{list-style:none}.task-list-item-checkbox{margin:0 6px 0 0}
 """
 
 
 def e(value: object) -> str:
     return _html.escape("" if value is None else str(value), quote=True)
-
-
-def render_markdown(text: str | None) -> str:
-    """Markdown to HTML with raw HTML escaped and unsafe links dropped."""
-    return _markdown.render(text or "")
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:

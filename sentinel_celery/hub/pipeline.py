@@ -3,15 +3,18 @@
 Owns :class:`Pipeline`. An API request goes through, in this order:
 
 1. outage (fault) → 503
-2. authentication → 401 "Requires authentication" / "Bad credentials"
-3. concurrency (secondary limit) → 403/429 with ``retry-after``
-4. added latency (fault)
-5. injected failure, ``fail_mode="before"`` → 5xx
-6. primary rate limit (``GET /rate_limit`` is not counted) → 403
-7. content-creating secondary limits → 403/429 with ``retry-after``
-8. routing → 404; the handler, inside one store transaction
-9. injected failure, ``fail_mode="after"`` → 5xx although the change was made
-10. ``ETag``; a matching ``If-None-Match`` → 304, refunded to the primary limit
+2. ``X-GitHub-Api-Version`` → 400 for a version GitHub does not support
+3. authentication → 401 "Requires authentication" / "Bad credentials", counted
+   against the unauthenticated limit, whose ``x-ratelimit-*`` headers it carries
+4. concurrency (secondary limit) → 403/429 with ``retry-after``
+5. added latency (fault)
+6. injected failure, ``fail_mode="before"`` → 5xx
+7. primary rate limit (``GET /rate_limit`` is not counted) → 403
+8. content-creating secondary limits → 403/429 with ``retry-after``
+9. routing → 404; the credentials the route takes (a JWT only on ``/app``) → 401;
+   the handler, inside one store transaction
+10. injected failure, ``fail_mode="after"`` → 5xx although the change was made
+11. ``ETag``; a matching ``If-None-Match`` → 304, refunded to the primary limit
 
 Paths may carry GitHub Enterprise's ``/api/v3`` prefix; ``url`` fields in
 bodies then keep it. ``/_hub/...`` goes to the admin API; other GETs that are
@@ -29,19 +32,18 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from . import admin, html
 from .api import build_router
-from .auth import Principal
+from .apiversion import DEFAULT_VERSION, selected_version
+from .auth import Principal, require_credentials
 from .context import WRITE_METHODS, RequestContext, Urls
 from .errors import RATE_LIMIT_DOCS_URL, HubError
+from .loopback import is_loopback
 from .ratelimit import Quota
 from .routing import Response
-from .server import is_loopback
-
-if TYPE_CHECKING:
-    from .app import Hub
+from .state import HubState
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class _Call:
     entered: bool = False  # counted in the concurrency limit, to be released
     counted: bool = False  # counted in the primary limit, refundable on 304
     failure: tuple[int, str] | None = None
+    version: str | None = None  # the X-GitHub-Api-Version served, once accepted
+    unauthenticated: Quota | None = None  # set when the request was turned away for its credentials
 
 
 @dataclass
@@ -99,8 +103,15 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 class Pipeline:
-    def __init__(self, hub: "Hub") -> None:
-        self.hub = hub
+    """Turns one HTTP request into one answer, against ``state``.
+
+    ``fallback_host`` gives the address to put in bodies when a request's
+    ``Host`` header does not name this machine.
+    """
+
+    def __init__(self, state: HubState, fallback_host: Callable[[], str]) -> None:
+        self.state = state
+        self.fallback_host = fallback_host
         self.api = build_router()
         self.admin = admin.router
         self.html = html.router
@@ -117,7 +128,7 @@ class Pipeline:
             prefix, path = API_PREFIX, path[len(API_PREFIX) :] or "/"
         host = headers.get("host", "")
         if not _is_loopback_host(host):
-            host = self.hub.address  # bodies only ever point back at this loopback server
+            host = self.fallback_host()  # bodies only ever point back at this loopback server
         urls = Urls(api=f"http://{host}{prefix}", web=f"http://{host}")
         route_method = "GET" if method == "HEAD" else method
 
@@ -141,7 +152,7 @@ class Pipeline:
         if "text/html" in headers.get("accept", ""):
             return True
         params = resolved[1]
-        return "owner" not in params or self.hub.store.repo(params["owner"], params["repo"]) is not None
+        return "owner" not in params or self.state.store.repo(params["owner"], params["repo"]) is not None
 
     # API -----------------------------------------------------------------
     def _api(
@@ -168,52 +179,58 @@ class Pipeline:
             result = self._finish(response, call, headers)
         finally:
             if call.entered and call.principal is not None:
-                self.hub.limiter.leave(call.principal.label)
-        self.hub.log.record(
+                self.state.limiter.leave(call.principal.label)
+        self.state.log.record(
             method=method, path=path, query=raw_query, status=result.status, token=call.token_label, started=started
         )
         return result
 
     def _admit(self, call: "_Call", headers: dict[str, str]) -> None:
-        """Steps 1-7: everything that may turn a request away before its handler runs."""
-        hub = self.hub
-        if hub.faults.in_outage():
+        """Steps 1-8: everything that may turn a request away before its handler runs."""
+        state = self.state
+        if state.faults.in_outage():
             raise HubError(503, "Service Unavailable")
+        call.version = selected_version(headers.get("x-github-api-version"))
         if headers.get("authorization"):
             call.token_label = "invalid"
-        principal = call.principal = hub.tokens.authenticate(headers.get("authorization"))
+        try:
+            principal = call.principal = state.tokens.authenticate(headers.get("authorization"))
+        except HubError:
+            call.unauthenticated = state.count_unauthenticated()
+            raise
         call.token_label = key = principal.label
-        if not hub.limiter.enter(key):
+        if not state.limiter.enter(key):
             raise self._secondary(call.rid, retry_after=1)
         call.entered = True
-        latency = hub.faults.latency()
+        latency = state.faults.latency()
         if latency:
             time.sleep(latency)
-        call.failure = hub.faults.draw_failure(call.method, call.path)
+        call.failure = state.faults.draw_failure(call.method, call.path)
         if call.failure and call.failure[1] == "before":
             raise HubError(call.failure[0], "Server Error")
         if call.path.rstrip("/") != "/rate_limit":
-            if hub.faults.rate_limit_exhausted()[0]:
+            if state.faults.rate_limit_exhausted()[0]:
                 raise self._primary(principal, call.rid)
-            allowed, call.quota = hub.limiter.consume(key)
+            allowed, call.quota = state.limiter.consume(key)
             if not allowed:
                 raise self._primary(principal, call.rid)
             call.counted = True
         if call.method in WRITE_METHODS:
-            wait = hub.limiter.admit_write(key)
+            wait = state.limiter.admit_write(key)
             if wait is not None:
                 raise self._secondary(call.rid, retry_after=wait)
 
     def _dispatch(
         self, call: "_Call", query: dict[str, list[str]], headers: dict[str, str], body: bytes, urls: Urls
     ) -> Response:
-        """Steps 8-9: route, run the handler in one transaction, maybe fail afterwards."""
+        """Steps 9-10: route, run the handler in one transaction, maybe fail afterwards."""
         resolved = self.api.resolve(call.method, call.path)
         if resolved is None:
             raise HubError(404, "Not Found")
         route, params = resolved
+        require_credentials(call.principal, route.credentials)
         ctx = RequestContext(
-            hub=self.hub,
+            state=self.state,
             method=call.method,
             path=call.path,
             query=query,
@@ -221,8 +238,9 @@ class Pipeline:
             body=body,
             principal=call.principal,
             urls=urls,
+            api_version=call.version or DEFAULT_VERSION,
         )
-        with self.hub.store.tx():
+        with self.state.store.tx():
             response = route.handler(ctx, **params)
         if call.failure and call.failure[1] == "after":
             raise HubError(call.failure[0], "Server Error")
@@ -247,25 +265,28 @@ class Pipeline:
             f"If you reach out to GitHub Support for help, please include the request ID {rid}."
         )
         return HubError(
-            self.hub.limiter.limits.secondary_status,
+            self.state.limiter.limits.secondary_status,
             message,
             documentation_url=f"{RATE_LIMIT_DOCS_URL}#about-secondary-rate-limits",
             headers={"retry-after": str(retry_after)},
         )
 
     def _finish(self, response: Response, call: "_Call", headers: dict[str, str]) -> HttpResult:
-        """Step 10 and the headers every API answer carries."""
-        hub = self.hub
+        """Step 11 and the headers every API answer carries."""
+        state = self.state
         payload = self._encode(response)
         out = dict(response.headers)
         out["X-GitHub-Request-Id"] = call.rid
         out["X-GitHub-Media-Type"] = "github.v3; format=json"
-        out["X-GitHub-Api-Version-Selected"] = "2022-11-28"
+        if call.version is not None:
+            out["X-GitHub-Api-Version-Selected"] = call.version
         principal = call.principal
-        if principal is not None:
+        if call.unauthenticated is not None:
+            out.update(call.unauthenticated.headers())
+        elif principal is not None:
             quota = call.quota
-            if quota is None or hub.faults.rate_limit_exhausted()[0]:
-                quota = hub.quota_for(principal)
+            if quota is None or state.faults.rate_limit_exhausted()[0]:
+                quota = state.quota_for(principal)
             out.update(quota.headers())
             if not principal.spec.is_app:
                 out["X-OAuth-Scopes"] = "repo" if principal.spec.can_write else ""
@@ -278,7 +299,7 @@ class Pipeline:
             out["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
             if _etag_matches(headers.get("if-none-match"), etag):
                 if principal is not None and call.counted:
-                    out.update(hub.limiter.refund(principal.label).headers())
+                    out.update(state.limiter.refund(principal.label).headers())
                 return HttpResult(304, list(out.items()), b"")
         if status in (204, 304):
             return HttpResult(status, list(out.items()), b"")
@@ -308,11 +329,12 @@ class Pipeline:
             route, params = resolved
             principal = None
             if path.rstrip("/") != "/_hub/health":
-                principal = self.hub.tokens.authenticate(headers.get("authorization"))
+                principal = self.state.tokens.authenticate(headers.get("authorization"))
+                require_credentials(principal, route.credentials)
                 if not principal.spec.is_admin:
                     raise HubError(403, "The hub admin API needs an admin token")
             ctx = RequestContext(
-                hub=self.hub,
+                state=self.state,
                 method=method,
                 path=path,
                 query=query,
@@ -338,10 +360,10 @@ class Pipeline:
         assert resolved is not None
         route, params = resolved
         ctx = RequestContext(
-            hub=self.hub, method="GET", path=path, query=query, headers=headers, body=b"", principal=None, urls=urls
+            state=self.state, method="GET", path=path, query=query, headers=headers, body=b"", principal=None, urls=urls
         )
         try:
-            with self.hub.store.lock:
+            with self.state.store.lock:
                 response = route.handler(ctx, **params)
         except HubError as exc:
             response = html.error_page(exc.status, exc.message)

@@ -7,7 +7,10 @@ ones) and :class:`RateLimiter`:
   fixed window that starts at the token's first counted request, reported in
   the ``x-ratelimit-*`` headers;
 * secondary: content-creating requests (POST/PATCH/PUT/DELETE) per minute
-  (80) and per hour (500), sliding windows; and requests in flight at once (100).
+  (80) and per hour (500), sliding windows; and requests in flight at once (100);
+* unauthenticated: requests turned away for their credentials (GitHub: 60 an
+  hour per address; every hub client is on loopback, so they share one
+  window), reported in the ``x-ratelimit-*`` headers of the 401 answers.
 
 GitHub keys limits by user or installation; the hub keys them by token, which
 is the same thing when each actor has one token.
@@ -33,10 +36,15 @@ class Limits:
     hour_window: float = 3600.0
     max_concurrency: int = 100
     secondary_status: int = 403  # GitHub sends 403 or 429 for secondary limits
+    unauthenticated: int = 60  # per window, for requests without valid credentials
 
     def __post_init__(self) -> None:
         if self.secondary_status not in (403, 429):
             raise ValueError("secondary_status must be 403 or 429")
+
+    def for_unauthenticated(self) -> "Limits":
+        """The primary limit of requests without valid credentials: ``unauthenticated`` per ``window``."""
+        return Limits(core=self.unauthenticated, window=self.window)
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,18 @@ returns. Path parameters are percent-decoded after matching, so an encoded
 
 Each route says which credentials it takes: ``"token"`` (personal and
 installation tokens, the default) or ``"jwt"`` (a GitHub App's own JWT, the
-``/app`` endpoints); its handler refuses the other kind with a 401.
+``/app`` endpoints); the pipeline refuses the other kind with a 401
+(:func:`~.auth.require_credentials`) before the handler runs.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .auth import Credentials, require_credentials
+from .auth import Credentials
 
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -63,17 +63,6 @@ def _compile(pattern: str) -> tuple[re.Pattern[str], frozenset[str]]:
     return re.compile("".join(parts) + "/?$"), frozenset(ints)
 
 
-def _taking(credentials: Credentials, handler: Handler) -> Handler:
-    """``handler``, run only for callers that authenticated with ``credentials``."""
-
-    @functools.wraps(handler)
-    def guarded(ctx: Any, **params: Any) -> Response:
-        require_credentials(ctx.principal, credentials)
-        return handler(ctx, **params)
-
-    return guarded
-
-
 class Router:
     """An ordered list of routes; the first whose method and pattern match wins."""
 
@@ -82,8 +71,7 @@ class Router:
 
     def add(self, method: str, pattern: str, handler: Handler, *, credentials: Credentials = "token") -> None:
         regex, ints = _compile(pattern)
-        guarded = _taking(credentials, handler)
-        self.routes.append(Route(method.upper(), pattern, regex, guarded, ints, credentials))
+        self.routes.append(Route(method.upper(), pattern, regex, handler, ints, credentials))
 
     def route(self, method: str, pattern: str, *, credentials: Credentials = "token") -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:

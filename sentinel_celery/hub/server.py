@@ -10,26 +10,15 @@ end idle keep-alive threads on stop.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+from .loopback import is_loopback
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,7 +26,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "sentinel-hub"
     timeout = 120  # seconds an idle keep-alive connection is kept
     disable_nagle_algorithm = True  # headers and body go out in two writes; avoid the delayed-ACK stall
-    server: "HubHTTPServer"
+    server: HubHTTPServer
 
     def version_string(self) -> str:
         return self.server_version
@@ -89,7 +78,7 @@ class HubHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 512
 
-    def __init__(self, host: str, port: int, pipeline: "Pipeline") -> None:
+    def __init__(self, host: str, port: int, pipeline: Pipeline) -> None:
         if not is_loopback(host):
             raise ValueError(f"sentinel hub binds loopback addresses only, not {host!r}")
         if ":" in host.strip("[]"):

@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import sqlite3
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .auth import TokenSpec
-from .git import CommitInfo, TreeEntry
-from .store import iso
-
-if TYPE_CHECKING:
-    from .context import RequestContext, Urls
+from .context import RequestContext, Urls
+from .git import CommitInfo, Signature, TreeEntry
+from .store import Store
+from .timestamps import iso
 
 
 def node_id(kind: str, ident: Any) -> str:
@@ -38,7 +37,7 @@ def _reactions(url: str) -> dict[str, Any]:
 
 
 # users -------------------------------------------------------------------
-def user(urls: "Urls", row: sqlite3.Row | None) -> dict[str, Any] | None:
+def user(urls: Urls, row: sqlite3.Row | None) -> dict[str, Any] | None:
     if row is None:
         return None
     login = row["login"]
@@ -66,7 +65,7 @@ def user(urls: "Urls", row: sqlite3.Row | None) -> dict[str, Any] | None:
     }
 
 
-def full_user(urls: "Urls", row: sqlite3.Row, *, public_repos: int, private_repos: int) -> dict[str, Any]:
+def full_user(urls: Urls, row: sqlite3.Row, *, public_repos: int, private_repos: int) -> dict[str, Any]:
     data = user(urls, row) or {}
     data.update(
         {
@@ -97,7 +96,7 @@ def full_user(urls: "Urls", row: sqlite3.Row, *, public_repos: int, private_repo
     return data
 
 
-def app(urls: "Urls", spec: "TokenSpec", owner: dict[str, Any] | None) -> dict[str, Any]:
+def app(urls: Urls, spec: TokenSpec, owner: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "id": spec.app_id,
         "slug": spec.app_slug,
@@ -162,28 +161,35 @@ _REPO_URL_TEMPLATES = {
 }
 
 
-def repo(ctx: "RequestContext", row: sqlite3.Row) -> dict[str, Any]:
+def simple_repo(ctx: RequestContext, row: sqlite3.Row) -> dict[str, Any]:
+    """The short repository object GitHub embeds in other answers (a combined status): names, owner, URLs."""
     urls, full = ctx.urls, row["full_name"]
     api = urls.repo_api(full)
-    owner = user(urls, ctx.store.user(row["owner_id"]))
-    open_issues = ctx.store.one("SELECT COUNT(*) AS n FROM issues WHERE repo_id = ? AND state = 'open'", (row["id"],))[
-        "n"
-    ]
-    spec = ctx.caller.spec
-    push = spec.can_write
     data: dict[str, Any] = {
         "id": row["id"],
         "node_id": node_id("Repository", row["id"]),
         "name": row["name"],
         "full_name": full,
         "private": bool(row["private"]),
-        "owner": owner,
+        "owner": user(urls, ctx.store.user(row["owner_id"])),
         "html_url": urls.repo_web(full),
         "description": row["description"],
         "fork": False,
         "url": api,
     }
     data.update({key: api + suffix for key, suffix in _REPO_URL_TEMPLATES.items()})
+    return data
+
+
+def repo(ctx: RequestContext, row: sqlite3.Row) -> dict[str, Any]:
+    """The full repository object of ``GET /repos/{owner}/{repo}``, with the caller's permissions."""
+    urls, full = ctx.urls, row["full_name"]
+    open_issues = ctx.store.one("SELECT COUNT(*) AS n FROM issues WHERE repo_id = ? AND state = 'open'", (row["id"],))[
+        "n"
+    ]
+    spec = ctx.caller.spec
+    push = spec.can_write
+    data = simple_repo(ctx, row)
     data.update(
         {
             "git_url": f"git://{urls.web.split('://', 1)[-1]}/{full}.git",
@@ -240,7 +246,7 @@ def repo(ctx: "RequestContext", row: sqlite3.Row) -> dict[str, Any]:
 
 
 # labels, issues, comments ------------------------------------------------
-def label(urls: "Urls", full_name: str, row: sqlite3.Row) -> dict[str, Any]:
+def label(urls: Urls, full_name: str, row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "node_id": node_id("Label", row["id"]),
@@ -254,13 +260,13 @@ def label(urls: "Urls", full_name: str, row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def author_association(store: Any, repo_row: sqlite3.Row, user_id: int) -> str:
+def author_association(store: Store, repo_row: sqlite3.Row, user_id: int) -> str:
     if user_id == repo_row["owner_id"]:
         return "OWNER"
     return "COLLABORATOR" if store.permission(repo_row["id"], user_id) else "NONE"
 
 
-def issue(ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
+def issue(ctx: RequestContext, repo_row: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
     store, urls, full = ctx.store, ctx.urls, repo_row["full_name"]
     api = f"{urls.repo_api(full)}/issues/{row['number']}"
     labels = store.all(
@@ -308,7 +314,7 @@ def issue(ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row) -> dic
     }
 
 
-def comment(ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row, issue_number: int) -> dict[str, Any]:
+def comment(ctx: RequestContext, repo_row: sqlite3.Row, row: sqlite3.Row, issue_number: int) -> dict[str, Any]:
     urls, full = ctx.urls, repo_row["full_name"]
     api = f"{urls.repo_api(full)}/issues/comments/{row['id']}"
     return {
@@ -328,14 +334,14 @@ def comment(ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row, issu
 
 
 # git data ----------------------------------------------------------------
-def _signature(sig: Any) -> dict[str, Any]:
+def _signature(sig: Signature) -> dict[str, Any]:
     return {"name": sig.name, "email": sig.email, "date": iso(sig.date)}
 
 
 _VERIFICATION = {"verified": False, "reason": "unsigned", "signature": None, "payload": None, "verified_at": None}
 
 
-def git_commit(urls: "Urls", repo_row: sqlite3.Row, info: CommitInfo) -> dict[str, Any]:
+def git_commit(urls: Urls, repo_row: sqlite3.Row, info: CommitInfo) -> dict[str, Any]:
     api, web = urls.repo_api(repo_row["full_name"]), urls.repo_web(repo_row["full_name"])
     return {
         "sha": info.sha,
@@ -351,7 +357,7 @@ def git_commit(urls: "Urls", repo_row: sqlite3.Row, info: CommitInfo) -> dict[st
     }
 
 
-def commit(urls: "Urls", repo_row: sqlite3.Row, info: CommitInfo) -> dict[str, Any]:
+def commit(urls: Urls, repo_row: sqlite3.Row, info: CommitInfo) -> dict[str, Any]:
     """The REST ``commit`` object of ``GET /repos/{o}/{r}/commits/{ref}``."""
     api, web = urls.repo_api(repo_row["full_name"]), urls.repo_web(repo_row["full_name"])
     inner = {
@@ -378,7 +384,7 @@ def commit(urls: "Urls", repo_row: sqlite3.Row, info: CommitInfo) -> dict[str, A
     }
 
 
-def ref(urls: "Urls", repo_row: sqlite3.Row, name: str, sha: str, kind: str) -> dict[str, Any]:
+def ref(urls: Urls, repo_row: sqlite3.Row, name: str, sha: str, kind: str) -> dict[str, Any]:
     api = urls.repo_api(repo_row["full_name"])
     plural = {"commit": "commits", "tree": "trees", "blob": "blobs", "tag": "tags"}.get(kind, "commits")
     return {
@@ -390,7 +396,7 @@ def ref(urls: "Urls", repo_row: sqlite3.Row, name: str, sha: str, kind: str) -> 
 
 
 def tree(
-    urls: "Urls", repo_row: sqlite3.Row, sha: str, entries: list[tuple[str, TreeEntry, int | None]]
+    urls: Urls, repo_row: sqlite3.Row, sha: str, entries: list[tuple[str, TreeEntry, int | None]]
 ) -> dict[str, Any]:
     api = urls.repo_api(repo_row["full_name"])
     out = []
@@ -405,7 +411,7 @@ def tree(
     return {"sha": sha, "url": f"{api}/git/trees/{sha}", "tree": out, "truncated": False}
 
 
-def blob(urls: "Urls", repo_row: sqlite3.Row, sha: str, data: bytes) -> dict[str, Any]:
+def blob(urls: Urls, repo_row: sqlite3.Row, sha: str, data: bytes) -> dict[str, Any]:
     return {
         "sha": sha,
         "node_id": node_id("Blob", f"{repo_row['id']}:{sha}"),
@@ -424,7 +430,7 @@ def wrap_base64(data: bytes) -> str:
 
 
 def content_entry(
-    urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEntry, size: int, ref_name: str
+    urls: Urls, repo_row: sqlite3.Row, path: str, entry: TreeEntry, size: int, ref_name: str
 ) -> dict[str, Any]:
     full = repo_row["full_name"]
     api, web = urls.repo_api(full), urls.repo_web(full)
@@ -448,7 +454,7 @@ def content_entry(
 
 
 def content_file(
-    urls: "Urls", repo_row: sqlite3.Row, path: str, entry: TreeEntry, data: bytes, ref_name: str
+    urls: Urls, repo_row: sqlite3.Row, path: str, entry: TreeEntry, data: bytes, ref_name: str
 ) -> dict[str, Any]:
     body = content_entry(urls, repo_row, path, entry, len(data), ref_name)
     body["content"] = wrap_base64(data)
@@ -456,8 +462,17 @@ def content_file(
     return body
 
 
+def content_directory(
+    urls: Urls, repo_row: sqlite3.Row, path: str, entry: TreeEntry, entries: list[dict[str, Any]], ref_name: str
+) -> dict[str, Any]:
+    """A directory as ``application/vnd.github.object`` gives it: its own entry plus ``entries``."""
+    body = content_entry(urls, repo_row, path, entry, 0, ref_name)
+    body["entries"] = entries
+    return body
+
+
 # statuses and checks -----------------------------------------------------
-def status(urls: "Urls", store: Any, repo_row: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
+def status(urls: Urls, store: Store, repo_row: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
     creator = user(urls, store.user(row["creator_id"]))
     return {
         "url": f"{urls.repo_api(repo_row['full_name'])}/statuses/{row['sha']}",
@@ -475,7 +490,7 @@ def status(urls: "Urls", store: Any, repo_row: sqlite3.Row, row: sqlite3.Row) ->
 
 
 def check_run(
-    ctx: "RequestContext", repo_row: sqlite3.Row, row: sqlite3.Row, spec: "TokenSpec | None" = None
+    ctx: RequestContext, repo_row: sqlite3.Row, row: sqlite3.Row, spec: TokenSpec | None = None
 ) -> dict[str, Any]:
     urls, full = ctx.urls, repo_row["full_name"]
     api = f"{urls.repo_api(full)}/check-runs/{row['id']}"

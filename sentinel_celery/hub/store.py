@@ -1,24 +1,20 @@
-"""The hub's state in SQLite: users, repositories and everything in them.
+"""The hub's state in SQLite: the schema, users and repositories.
 
-Owns the schema, the single connection (shared by all server threads, guarded
-by a re-entrant lock) and transactions: every API request runs inside one
-``store.tx()``, so a read-check-write such as a contents ``sha`` comparison or
-a ref creation is atomic and racing writers see exactly one winner. Also owns
-the entities that everything else hangs from: users and repositories (with
-GitHub's default labels and an initial commit on ``main``).
+Owns the tables (a :class:`Store` is the :class:`~.db.Database` with them
+created) and the entities everything else hangs from: users and
+repositories, created with GitHub's default labels and an initial commit on
+their default branch. The connection and transactions are :mod:`.db`'s.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
 
+from .db import Database
 from .git import GitRepo, Signature, TreeEntry
+from .timestamps import iso
 
 SCHEMA_VERSION = 1
 _FULL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
@@ -155,73 +151,12 @@ DEFAULT_LABELS = (
 )
 
 
-def iso(epoch: float | None = None) -> str:
-    """GitHub's timestamp format: ``2024-05-01T12:00:00Z`` (UTC, whole seconds)."""
-    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: str) -> datetime:
-    """Parse an ISO-8601 time (``Z`` or an offset); raises ValueError."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-class Store:
+class Store(Database):
     def __init__(self, path: str = ":memory:") -> None:
-        self.path = path
-        self.lock = threading.RLock()
-        self._depth = 0
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
+        super().__init__(path)
         with self.lock:
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            if path != ":memory:":
-                self.conn.execute("PRAGMA journal_mode = WAL")
-                self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.executescript(SCHEMA)
-            self.conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
-
-    @contextmanager
-    def tx(self) -> Iterator["Store"]:
-        """One transaction; nested calls join the outer one."""
-        with self.lock:
-            outer = self._depth == 0
-            if outer:
-                self.conn.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield self
-            except BaseException:
-                self._depth -= 1
-                if outer:
-                    self.conn.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if outer:
-                self.conn.execute("COMMIT")
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        with self.lock:
-            return self.conn.execute(sql, params)
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        with self.lock:
-            return self.conn.execute(sql, params).fetchone()
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self.lock:
-            return self.conn.execute(sql, params).fetchall()
-
-    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with self.lock:
-            return int(self.conn.execute(sql, params).lastrowid)  # type: ignore[arg-type]
+            self.executescript(SCHEMA)
+            self.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     # users ---------------------------------------------------------------
     def ensure_user(self, login: str, type: str = "User") -> int:

@@ -11,9 +11,17 @@ import time
 
 import jwt
 import pytest
-from github import Auth, BadCredentialsException, Github, GithubException, GithubIntegration, UnknownObjectException
+from github import (
+    Auth,
+    BadCredentialsException,
+    Github,
+    GithubException,
+    GithubIntegration,
+    UnknownObjectException,
+)
 
 from sentinel_celery.hub import Hub, generate_app_key
+from sentinel_celery.hub.api import build_router
 from sentinel_celery.hub.apps import JWT_EXPIRED, JWT_TOO_LONG, JWT_UNDECODABLE
 
 from .helpers import call
@@ -313,3 +321,12 @@ def test_cli_app_flag(tmp_path, github_app_key):
         gh = Github(base_url=url, auth=auth, retry=None)
         assert gh.get_repo("acme/web").create_check_run("ci", gh.get_repo("acme/web").get_commit("main").sha).id
         assert not any(github_app_key.private_pem.splitlines()[1] in line for line in lines)
+
+
+def test_github_app_endpoints_have_their_own_module():
+    routes = build_router().routes
+    app_routes = {(r.method, r.pattern): r for r in routes if r.pattern == "/app" or r.pattern.startswith("/app/")}
+    assert ("POST", "/app/installations/{installation_id:int}/access_tokens") in app_routes
+    assert {r.handler.__module__ for r in app_routes.values()} == {"sentinel_celery.hub.api.apps"}
+    assert {r.credentials for r in routes if r.handler.__module__ == "sentinel_celery.hub.api.apps"} == {"jwt"}
+    assert [r.pattern for r in routes if r.credentials == "jwt" and r not in app_routes.values()] == []

@@ -27,6 +27,12 @@ def test_authenticated_user_and_repository(github_hub):
     assert repo.url == f"{github_hub.base_url}/repos/acme/app"
 
 
+def test_authenticated_user_sees_a_private_view_of_themself(github_hub):
+    assert call(github_hub, "GET", "/user").json()["user_view_type"] == "private"
+    assert call(github_hub, "GET", "/users/acme").json()["user_view_type"] == "public"
+    assert call(github_hub, "GET", "/repos/acme/app").json()["owner"]["user_view_type"] == "public"
+
+
 def test_bodies_follow_github_conventions(github_hub):
     body = call(github_hub, "GET", "/repos/acme/app").json()
     assert base64.b64decode(body["node_id"]).decode() == f"010:Repository{body['id']}"
@@ -45,6 +51,31 @@ def test_api_v3_prefix_serves_the_same_api_and_keeps_the_prefix_in_urls(github_h
     issue.edit(state="closed")  # PyGithub follows issue.url, so the prefix must round-trip
     assert repo.get_issue(issue.number).state == "closed"
     assert [r.path for r in github_hub.requests()][-1] == f"/repos/acme/app/issues/{issue.number}"
+
+
+def test_api_version_header_selects_a_supported_version_or_is_400(github_hub):
+    default = call(github_hub, "GET", "/repos/acme/app")
+    assert default.headers["X-GitHub-Api-Version-Selected"] == "2022-11-28"
+    for version in ("2022-11-28", "2026-03-10"):
+        chosen = call(github_hub, "GET", "/repos/acme/app", headers={"X-GitHub-Api-Version": version})
+        assert chosen.status_code == 200 and chosen.headers["X-GitHub-Api-Version-Selected"] == version
+    for version in ("v3", "2021-01-01"):
+        refused = call(github_hub, "POST", "/repos/acme/app/issues", json={"title": "t"},
+                       headers={"X-GitHub-Api-Version": version})
+        assert refused.status_code == 400
+        assert refused.json()["message"].startswith(
+            f'The version you specified in the "X-GitHub-Api-Version" request header, "{version}", '
+            "is not a supported version."
+        )
+        assert '"2026-03-10" (most recent), "2022-11-28"' in refused.json()["message"]
+    assert call(github_hub, "GET", "/repos/acme/app/issues").json() == []  # the refused requests changed nothing
+
+
+def test_rate_limit_document_drops_rate_from_2026_03_10(github_hub):
+    old = call(github_hub, "GET", "/rate_limit").json()
+    new = call(github_hub, "GET", "/rate_limit", headers={"X-GitHub-Api-Version": "2026-03-10"}).json()
+    assert old["rate"] == old["resources"]["core"]
+    assert "rate" not in new and new["resources"]["core"]["limit"] == 5000
 
 
 def test_unknown_path_is_github_404(github_hub):

@@ -90,6 +90,44 @@ def test_stale_sha_is_409_and_missing_sha_is_422(github_hub, repo):
     assert repo.get_contents("f.txt").decoded_content == b"two"
 
 
+def test_put_with_a_sha_for_a_missing_file_creates_it(github_hub, repo):
+    stale = repo.create_file("old.txt", "v1", "one")["content"].sha
+    content = base64.b64encode(b"new").decode()
+    body = {"message": "m", "content": content, "sha": stale}
+    created = call(github_hub, "PUT", "/repos/acme/app/contents/new.txt", json=body)
+    assert created.status_code == 201
+    assert created.json()["content"]["path"] == "new.txt"
+    assert repo.get_contents("new.txt").decoded_content == b"new"
+
+
+def test_object_media_type_gives_a_directory_as_an_object_with_entries(github_hub, repo):
+    repo.create_file("docs/a.md", "add", "a")
+    accept = {"Accept": "application/vnd.github.object"}
+    listing = call(github_hub, "GET", "/repos/acme/app/contents/docs").json()
+    directory = call(github_hub, "GET", "/repos/acme/app/contents/docs", headers=accept).json()
+    assert isinstance(directory, dict)
+    assert (directory["type"], directory["name"], directory["path"], directory["size"]) == ("dir", "docs", "docs", 0)
+    assert directory["entries"] == listing and [e["path"] for e in listing] == ["docs/a.md"]
+    assert directory["download_url"] is None and directory["_links"]["self"] == directory["url"]
+    root = call(github_hub, "GET", "/repos/acme/app/contents", headers=accept).json()
+    assert [e["name"] for e in root["entries"]] == ["README.md", "docs"]
+    file = call(github_hub, "GET", "/repos/acme/app/contents/docs/a.md", headers=accept).json()
+    assert file["type"] == "file" and base64.b64decode(file["content"]) == b"a"  # a file is an object anyway
+
+
+def test_a_submodule_is_listed_as_file_before_2026_03_10(github_hub, repo):
+    main = repo.get_branch("main").commit
+    tree = repo.create_git_tree(
+        [InputGitTreeElement("lib", "160000", "commit", sha="5" * 40)], base_tree=main.commit.tree
+    )
+    commit = repo.create_git_commit("add submodule", tree, [main.commit])
+    repo.get_git_ref("heads/main").edit(commit.sha)
+    old = call(github_hub, "GET", "/repos/acme/app/contents").json()
+    new = call(github_hub, "GET", "/repos/acme/app/contents", headers={"X-GitHub-Api-Version": "2026-03-10"}).json()
+    assert {e["name"]: e["type"] for e in old} == {"README.md": "file", "lib": "file"}
+    assert {e["name"]: e["type"] for e in new} == {"README.md": "file", "lib": "submodule"}
+
+
 def test_contents_on_another_branch_and_ref(repo):
     main = repo.get_branch("main").commit.sha
     repo.create_git_ref("refs/heads/feature", main)

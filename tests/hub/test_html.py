@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import requests
 
+from sentinel_celery.github import render
+
 from .helpers import call
 
 HOSTILE_BODY = (
@@ -36,6 +38,21 @@ def test_issue_page_renders_markdown_and_escapes_raw_html(github_hub):
     assert 'style="background:#d73a4a;color:#fff"' in html and ">bug</span>" in html  # coloured chip
     assert "&lt;b&gt;x&lt;/b&gt;</span>" in html and "<b>x</b>" not in html
     assert '<span class="state open">open</span>' in html
+
+
+def test_html_comments_are_hidden_and_task_lists_are_checkboxes(github_hub):
+    marker = render.marker("issue", 7)  # what the mirror puts at the top of its bodies
+    body = f"{marker}\n### Checklist\n\n- [ ] deploy\n- [x] build\n\nsee <!-- an aside --> logs\n"
+    repo = github_hub.client().get_repo(github_hub.repo)
+    issue = repo.create_issue("checklist", body=body)
+    issue.create_comment(f"{marker}\n```\n<!-- shown in code -->\n```")
+    html = page(issue.html_url).text
+    assert "sentinel:issue" not in html and "an aside" not in html and "&lt;!--" not in html.split("<pre>")[0]
+    assert "<p>see  logs</p>" in html
+    assert '<input class="task-list-item-checkbox" disabled="disabled" type="checkbox"> deploy' in html
+    assert '<input class="task-list-item-checkbox" checked="checked" disabled="disabled" type="checkbox"> build' in html
+    assert "[ ]" not in html and "[x]" not in html
+    assert "<code>&lt;!-- shown in code --&gt;" in html  # code shows what it holds
 
 
 def test_issue_list_page_and_state_filter(github_hub):

@@ -55,6 +55,18 @@ def test_assigning_a_user_without_access_is_422_on_create(repo):
     }
 
 
+def test_a_milestone_that_does_not_exist_is_422(github_hub, repo):
+    issue = repo.create_issue("x")
+    patch = call(github_hub, "PATCH", "/repos/acme/app/issues/1", json={"title": "y", "milestone": 3})
+    assert patch.status_code == 422
+    assert patch.json()["errors"] == [{"resource": "Issue", "code": "invalid", "field": "milestone", "value": 3}]
+    assert repo.get_issue(issue.number).title == "x"  # nothing of the refused edit applied
+    create = call(github_hub, "POST", "/repos/acme/app/issues", json={"title": "z", "milestone": 1})
+    assert create.status_code == 422 and create.json()["errors"][0]["field"] == "milestone"
+    cleared = call(github_hub, "PATCH", "/repos/acme/app/issues/1", json={"milestone": None})
+    assert cleared.status_code == 200 and cleared.json()["milestone"] is None
+
+
 def test_assignees_endpoints_ignore_users_without_access(github_hub, repo):
     github_hub.add_collaborator("alice")
     github_hub.add_collaborator("bob")

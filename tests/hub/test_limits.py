@@ -23,6 +23,26 @@ def test_rate_limit_headers_count_down(github_hub):
     assert call(github_hub, "GET", "/rate_limit").json()["resources"]["core"]["used"] == 2  # 401s are not counted
 
 
+def test_401s_carry_the_unauthenticated_limit_of_60_an_hour(github_hub):
+    missing = call(github_hub, "GET", "/repos/acme/app", token=None)
+    bad = call(github_hub, "GET", "/repos/acme/app", token="not-a-token")
+    assert (missing.status_code, bad.status_code) == (401, 401)
+    assert missing.headers["x-ratelimit-limit"] == "60" and missing.headers["x-ratelimit-resource"] == "core"
+    assert (missing.headers["x-ratelimit-used"], missing.headers["x-ratelimit-remaining"]) == ("1", "59")
+    assert (bad.headers["x-ratelimit-used"], bad.headers["x-ratelimit-remaining"]) == ("2", "58")
+    assert time.time() < int(bad.headers["x-ratelimit-reset"]) <= time.time() + 3601
+    assert call(github_hub, "GET", "/repos/acme/app").headers["x-ratelimit-limit"] == "5000"  # a token's own
+    github_hub.reset_rate_limits()
+    assert call(github_hub, "GET", "/user", token=None).headers["x-ratelimit-used"] == "1"
+
+
+@pytest.mark.github_hub(limits={"unauthenticated": 1})
+def test_unauthenticated_limit_is_configurable_and_reads_used_up(github_hub):
+    call(github_hub, "GET", "/user", token=None)
+    again = call(github_hub, "GET", "/user", token=None)
+    assert again.status_code == 401 and again.headers["x-ratelimit-remaining"] == "0"
+
+
 @pytest.mark.github_hub(limits={"core": 3})
 def test_primary_exhaustion_is_403_with_githubs_message(github_hub):
     for _ in range(3):

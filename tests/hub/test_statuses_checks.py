@@ -39,6 +39,41 @@ def test_status_routes_by_branch_and_legacy_path(github_hub, repo):
     assert [s["context"] for s in call(github_hub, "GET", f"/repos/acme/app/statuses/{sha}").json()] == ["deploy"]
 
 
+def test_combined_status_pages_its_statuses_and_embeds_a_short_repository(github_hub, repo):
+    commit = repo.get_commit("main")
+    for n in range(5):
+        commit.create_status("success" if n else "failure", context=f"ci/{n}")
+    first = call(github_hub, "GET", "/repos/acme/app/commits/main/status", params={"per_page": 2})
+    body = first.json()
+    assert [s["context"] for s in body["statuses"]] == ["ci/0", "ci/1"]
+    assert (body["total_count"], body["state"]) == (5, "failure")  # over all statuses, not the page
+    assert 'rel="next"' in first.headers["Link"] and "page=3" in first.headers["Link"]  # last
+    last = call(github_hub, "GET", "/repos/acme/app/commits/main/status", params={"per_page": 2, "page": 3})
+    assert [s["context"] for s in last.json()["statuses"]] == ["ci/4"]
+    assert 'rel="prev"' in last.headers["Link"] and 'rel="next"' not in last.headers["Link"]
+    repository = body["repository"]
+    assert "temp_clone_token" not in repository  # GitHub's schema says string; the hub has none to give
+    assert repository["full_name"] == "acme/app" and repository["hooks_url"].endswith("/repos/acme/app/hooks")
+    assert commit.get_combined_status().total_count == 5  # PyGithub still reads it
+
+
+def test_refs_with_slashes_in_status_statuses_and_check_runs(github_hub, repo):
+    sha = repo.get_branch("main").commit.sha
+    repo.create_git_ref("refs/heads/rel/1.0", sha)
+    repo.get_commit(sha).create_status("success", context="release")
+    app_repo = github_hub.client(github_hub.add_token(kind="app")).get_repo(github_hub.repo)
+    app_repo.create_check_run("release", sha, conclusion="success")
+    combined = call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0/status")
+    assert combined.status_code == 200 and (combined.json()["sha"], combined.json()["state"]) == (sha, "success")
+    listed = call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0/statuses")
+    assert [s["context"] for s in listed.json()] == ["release"]
+    assert [s["context"] for s in call(github_hub, "GET", "/repos/acme/app/statuses/rel/1.0").json()] == ["release"]
+    runs = call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0/check-runs")
+    assert runs.status_code == 200 and [r["name"] for r in runs.json()["check_runs"]] == ["release"]
+    assert call(github_hub, "GET", "/repos/acme/app/commits/rel/1.0").json()["sha"] == sha
+    assert call(github_hub, "GET", "/repos/acme/app/commits/rel%2F1.0/status").json()["sha"] == sha  # encoded too
+
+
 def test_status_validation(github_hub, repo):
     sha = repo.get_branch("main").commit.sha
     bad_state = call(github_hub, "POST", f"/repos/acme/app/statuses/{sha}", json={"state": "great"})
@@ -47,11 +82,16 @@ def test_status_validation(github_hub, repo):
     assert (no_commit.status_code, no_commit.json()["message"]) == (422, f"No commit found for SHA: {'9' * 40}")
 
 
-def test_personal_token_cannot_create_check_runs(repo):
+def test_personal_token_cannot_create_or_update_check_runs(github_hub, repo):
     with pytest.raises(GithubException) as info:
         repo.create_check_run("sentinel", repo.get_branch("main").commit.sha)
     assert info.value.status == 403
-    assert info.value.data["message"] == "Resource not accessible by personal access token"
+    assert info.value.data["message"] == "You must authenticate via a GitHub App."
+    assert info.value.data["documentation_url"].endswith("/checks/runs#create-a-check-run")
+    app_repo = github_hub.client(github_hub.add_token(kind="app")).get_repo(github_hub.repo)
+    run = app_repo.create_check_run("sentinel", repo.get_branch("main").commit.sha)
+    denied = call(github_hub, "PATCH", f"/repos/acme/app/check-runs/{run.id}", json={"conclusion": "success"})
+    assert (denied.status_code, denied.json()["message"]) == (403, "You must authenticate via a GitHub App.")
 
 
 def test_app_token_creates_updates_and_lists_check_runs(github_hub):

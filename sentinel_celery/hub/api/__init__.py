@@ -7,12 +7,23 @@ Each module owns a :class:`~sentinel_celery.hub.routing.Router` named
 from __future__ import annotations
 
 from ..routing import Router
-from . import checks, comments, commits, contents, gitdata, issues, labels, meta, repos
+from . import (
+    apps,
+    checks,
+    comments,
+    commits,
+    contents,
+    gitdata,
+    issues,
+    labels,
+    meta,
+    repos,
+)
 
 
 def build_router() -> Router:
     router = Router()
     # checks before commits: commits ends with a catch-all GET /commits/{ref:path}
-    for module in (meta, repos, issues, comments, labels, contents, gitdata, checks, commits):
+    for module in (meta, apps, repos, issues, comments, labels, contents, gitdata, checks, commits):
         router.include(module.router)
     return router

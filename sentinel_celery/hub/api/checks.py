@@ -1,8 +1,8 @@
 """Check run endpoints: create, update, get, and list for a commit.
 
 Writing check runs needs an app-installation token; a personal token gets
-403 "Resource not accessible by personal access token", as on GitHub.
-Reading works with any token that can see the repository.
+403 "You must authenticate via a GitHub App.", as on GitHub. Reading works
+with any token that can see the repository.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from .. import shapes
 from ..context import RequestContext
-from ..errors import HubError, invalid, missing_field, not_found
+from ..errors import DOCS_URL, HubError, invalid, missing_field, not_found
 from ..routing import Response, Router
-from ..store import iso, parse_iso
+from ..timestamps import iso, parse_iso
 from .commits import resolve
 
 router = Router()
@@ -22,10 +22,11 @@ STATUSES = ("queued", "in_progress", "completed", "waiting", "requested", "pendi
 CONCLUSIONS = ("action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale", "timed_out")
 
 
-def _require_app(ctx: RequestContext) -> None:
-    spec = ctx.caller.spec
-    if not spec.is_app:
-        raise HubError(403, "Resource not accessible by personal access token")
+def _require_app(ctx: RequestContext, operation: str) -> None:
+    if not ctx.caller.spec.is_app:
+        raise HubError(
+            403, "You must authenticate via a GitHub App.", documentation_url=f"{DOCS_URL}/checks/runs#{operation}"
+        )
 
 
 def _time(data: dict[str, Any], field: str) -> str | None:
@@ -86,7 +87,7 @@ def _get(ctx: RequestContext, repo_row: sqlite3.Row, run_id: int) -> sqlite3.Row
 @router.route("POST", "/repos/{owner}/{repo}/check-runs")
 def create_check_run(ctx: RequestContext, owner: str, repo: str) -> Response:
     repo_row = ctx.repo(owner, repo)
-    _require_app(ctx)
+    _require_app(ctx, "create-a-check-run")
     data = ctx.json_object()
     for field in ("name", "head_sha"):
         if not data.get(field):
@@ -106,7 +107,7 @@ def create_check_run(ctx: RequestContext, owner: str, repo: str) -> Response:
 @router.route("PATCH", "/repos/{owner}/{repo}/check-runs/{run_id:int}")
 def update_check_run(ctx: RequestContext, owner: str, repo: str, run_id: int) -> Response:
     repo_row = ctx.repo(owner, repo)
-    _require_app(ctx)
+    _require_app(ctx, "update-a-check-run")
     row = _get(ctx, repo_row, run_id)
     fields = _fields(ctx.json_object(), row)
     if fields:
@@ -121,7 +122,7 @@ def get_check_run(ctx: RequestContext, owner: str, repo: str, run_id: int) -> Re
     return Response(200, shapes.check_run(ctx, repo_row, _get(ctx, repo_row, run_id)))
 
 
-@router.route("GET", "/repos/{owner}/{repo}/commits/{ref}/check-runs")
+@router.route("GET", "/repos/{owner}/{repo}/commits/{ref:path}/check-runs")
 def list_check_runs(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     sha = resolve(ctx, repo_row, ref)

@@ -7,8 +7,9 @@ import sqlite3
 from .. import shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, not_found
+from ..limits import MAX_BODY, check_length
 from ..routing import Response, Router
-from ..store import iso, parse_iso
+from ..timestamps import iso, parse_iso
 from .issues import get_issue, touch
 
 router = Router()
@@ -21,6 +22,7 @@ def _body(ctx: RequestContext) -> str:
     body = data["body"]
     if not isinstance(body, str) or not body.strip():
         raise invalid("IssueComment", "body", code="missing_field" if not body else "invalid")
+    check_length("IssueComment", "body", body, MAX_BODY)
     return body
 
 

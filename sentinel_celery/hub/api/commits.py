@@ -1,4 +1,8 @@
-"""Commit endpoints: get and list commits, commit statuses (create, list, combined)."""
+"""Commit endpoints: get and list commits, commit statuses (create, list, combined).
+
+The combined status pages its ``statuses`` with ``per_page``/``page`` and a
+``Link`` header; ``state`` and ``total_count`` cover all of them.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from .. import shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, unprocessable
 from ..git import GitRepo
+from ..limits import MAX_STATUS_DESCRIPTION, check_length
 from ..routing import Response, Router
-from ..store import iso
+from ..timestamps import iso
 
 router = Router()
 STATES = ("error", "failure", "pending", "success")
@@ -47,10 +52,7 @@ def create_status(ctx: RequestContext, owner: str, repo: str, sha: str) -> Respo
     commit_sha = resolve(ctx, row, sha)
     context = data.get("context") or "default"
     description = data.get("description")
-    if description is not None and len(str(description)) > 140:
-        raise invalid(
-            "Status", "description", code="custom", message="description is too long (maximum is 140 characters)"
-        )
+    check_length("Status", "description", None if description is None else str(description), MAX_STATUS_DESCRIPTION)
     now = iso()
     status_id = ctx.store.insert(
         "INSERT INTO statuses (repo_id, sha, state, target_url, description, context, creator_id, created_at, updated_at) "
@@ -62,14 +64,14 @@ def create_status(ctx: RequestContext, owner: str, repo: str, sha: str) -> Respo
     return Response(201, body, {"Location": body["url"]})
 
 
-@router.route("GET", "/repos/{owner}/{repo}/commits/{ref}/statuses")
+@router.route("GET", "/repos/{owner}/{repo}/commits/{ref:path}/statuses")
 def list_statuses(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     row = ctx.repo(owner, repo)
     statuses = _statuses(ctx, row, resolve(ctx, row, ref))
     return ctx.paginate([shapes.status(ctx.urls, ctx.store, row, s) for s in statuses])
 
 
-@router.route("GET", "/repos/{owner}/{repo}/statuses/{ref}")
+@router.route("GET", "/repos/{owner}/{repo}/statuses/{ref:path}")
 def list_statuses_legacy(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     return list_statuses(ctx, owner, repo, ref)
 
@@ -82,7 +84,7 @@ def combined_state(states: list[str]) -> str:
     return "success"
 
 
-@router.route("GET", "/repos/{owner}/{repo}/commits/{ref}/status")
+@router.route("GET", "/repos/{owner}/{repo}/commits/{ref:path}/status")
 def combined_status(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     row = ctx.repo(owner, repo)
     sha = resolve(ctx, row, ref)
@@ -90,24 +92,23 @@ def combined_status(ctx: RequestContext, owner: str, repo: str, ref: str) -> Res
     for status in _statuses(ctx, row, sha):
         latest.setdefault(status["context"], status)
     statuses = sorted(latest.values(), key=lambda s: s["id"])
+    page = ctx.paginate(statuses)  # per_page/page choose which of the latest statuses are listed
     bodies = []
-    for status in statuses:
+    for status in page.body:
         body = shapes.status(ctx.urls, ctx.store, row, status)
         body.pop("creator")
         bodies.append(body)
     api = ctx.urls.repo_api(row["full_name"])
-    return Response(
-        200,
-        {
-            "state": combined_state([s["state"] for s in statuses]),
-            "statuses": bodies,
-            "sha": sha,
-            "total_count": len(bodies),
-            "repository": shapes.repo(ctx, row),
-            "commit_url": f"{api}/commits/{sha}",
-            "url": f"{api}/commits/{sha}/status",
-        },
-    )
+    page.body = {
+        "state": combined_state([s["state"] for s in statuses]),
+        "statuses": bodies,
+        "sha": sha,
+        "total_count": len(statuses),
+        "repository": shapes.simple_repo(ctx, row),
+        "commit_url": f"{api}/commits/{sha}",
+        "url": f"{api}/commits/{sha}/status",
+    }
+    return page
 
 
 # Last: a ref may contain "/", so this pattern would swallow the ones above.

@@ -1,10 +1,13 @@
 """Repository contents: get a file or directory, create or update a file, delete a file.
 
-``Accept: application/vnd.github.raw`` on a file answers its bytes instead of JSON.
+``Accept: application/vnd.github.raw`` on a file answers its bytes instead of JSON;
+``Accept: application/vnd.github.object`` on a directory answers one object whose
+``entries`` are what the default array would be.
 
 Writes are compare-and-swap on the file's blob ``sha``, as on GitHub: updating
 or deleting an existing file without ``sha`` → 422, with a stale ``sha`` →
-409. Each write makes a real commit on the branch (default: the repository's
+409; a ``sha`` given for a file that does not exist is ignored and the file
+created (201). Each write makes a real commit on the branch (default: the repository's
 default branch), all inside the request's transaction, so of two writers that
 read the same ``sha`` exactly one wins.
 """
@@ -18,6 +21,7 @@ import time
 from typing import Any
 
 from .. import shapes
+from ..apiversion import V2026_03_10
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..git import GitRepo, Signature, TreeEntry
@@ -45,9 +49,7 @@ def _branch_head(ctx: RequestContext, git: GitRepo, repo_row: sqlite3.Row, branc
 
 
 def _check_sha(path: str, current: TreeEntry | None, given: Any, *, required: bool) -> None:
-    if current is None:
-        if given:
-            raise HubError(409, f"{path} does not match {given}")
+    if current is None:  # nothing to compare with: GitHub ignores a sha given for a new file and creates it
         return
     if current.type != "blob":
         raise invalid("Content", "path", value=path, message=f"{path} is a directory")
@@ -87,7 +89,12 @@ def get_contents(ctx: RequestContext, owner: str, repo: str, path: str) -> Respo
     for child in sorted(git.tree(entry.sha) or [], key=lambda e: e.name):
         child_path = f"{path}/{child.name}" if path else child.name
         size = len(git.typed(child.sha, "blob") or b"") if child.type == "blob" else 0
-        items.append(shapes.content_entry(ctx.urls, repo_row, child_path, child, size, ref_name))
+        item = shapes.content_entry(ctx.urls, repo_row, child_path, child, size, ref_name)
+        if item["type"] == "submodule" and ctx.api_version < V2026_03_10:
+            item["type"] = "file"  # how listings showed submodules before 2026-03-10
+        items.append(item)
+    if "vnd.github.object" in ctx.headers.get("accept", ""):
+        return Response(200, shapes.content_directory(ctx.urls, repo_row, path, entry, items, ref_name))
     return Response(200, items)
 
 

@@ -3,7 +3,9 @@
 Assigning someone without push access fails with 422 on create and update,
 and is silently ignored by the ``/assignees`` endpoints, as on GitHub. Labels
 named on create or update that do not exist yet are created (colour
-``ededed``), as GitHub does for callers with push access.
+``ededed``), as GitHub does for callers with push access. The hub has no
+milestones, so naming one is a 422 (GitHub's answer for a milestone that
+does not exist); ``"milestone": null`` is accepted.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 from .. import shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
+from ..limits import MAX_BODY, MAX_TITLE, check_length
 from ..routing import Response, Router
-from ..store import iso, parse_iso
+from ..timestamps import iso, parse_iso
 from .repos import assignable
 
 router = Router()
@@ -109,7 +112,21 @@ def _title(data: dict[str, Any]) -> str:
         title = str(title)
     if not isinstance(title, str) or not title.strip():
         raise missing_field("Issue", "title") if "title" not in data else invalid("Issue", "title", value=title)
+    check_length("Issue", "title", title, MAX_TITLE)
     return title
+
+
+def _check_milestone(data: dict[str, Any]) -> None:
+    if data.get("milestone") is not None:  # no milestone exists on the hub
+        raise invalid("Issue", "milestone", value=data["milestone"])
+
+
+def _body(data: dict[str, Any]) -> str | None:
+    body = data.get("body")
+    if body is not None and not isinstance(body, str):
+        raise invalid("Issue", "body", value=body)
+    check_length("Issue", "body", body, MAX_BODY)
+    return body
 
 
 @router.route("POST", "/repos/{owner}/{repo}/issues")
@@ -117,9 +134,8 @@ def create_issue(ctx: RequestContext, owner: str, repo: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     data = ctx.json_object()
     title = _title(data)
-    body = data.get("body")
-    if body is not None and not isinstance(body, str):
-        raise invalid("Issue", "body", value=body)
+    body = _body(data)
+    _check_milestone(data)
     labels = label_names(data.get("labels"), "Issue")
     assignees = _assignee_ids(ctx, repo_row, _requested_assignees(data), strict=True)
     number = repo_row["next_number"]
@@ -157,13 +173,12 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
     repo_row = ctx.repo(owner, repo)
     row = get_issue(ctx, repo_row, number)
     data = ctx.json_object()
+    _check_milestone(data)
     changes: dict[str, Any] = {}
     if "title" in data:
         changes["title"] = _title(data)
     if "body" in data:
-        if data["body"] is not None and not isinstance(data["body"], str):
-            raise invalid("Issue", "body", value=data["body"])
-        changes["body"] = data["body"]
+        changes["body"] = _body(data)
     if "state" in data:
         state = data["state"]
         if state not in _STATES:
