@@ -1,4 +1,4 @@
-"""``sentinel autoscale status|run``: the autoscaler (autoscale.py) from the command line."""
+"""``sentinel autoscale status|run``: the autoscaler (cluster/autoscale.py) from the command line."""
 from __future__ import annotations
 
 import json

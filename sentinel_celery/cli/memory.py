@@ -1,4 +1,4 @@
-"""``sentinel memory get|set|list|delete``: the shared memory (memory.py) from the command line."""
+"""``sentinel memory get|set|list|delete``: the shared memory (state/memory.py) from the command line."""
 from __future__ import annotations
 
 import json

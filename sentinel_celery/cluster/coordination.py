@@ -24,7 +24,7 @@ The cluster leader is elected with the fenced lease ``sentinel:rebalancer``; eve
 (:func:`sentinel_celery.cluster.rebalance.rebalance`), dispatches (``master_worker``), falls back when
 there is no group leader (``hierarchical``) and runs the autoscaler when it is enabled.
 
-Redis keys: the ``sentinel:rebalancer`` lease (see leases.py); assignments through memory.py
+Redis keys: the ``sentinel:rebalancer`` lease (see state/leases.py); assignments through state/memory.py
 (``mem:assignments:*``); the broker lists ``sentinel.coord.<type>``.
 """
 from __future__ import annotations

@@ -7,15 +7,15 @@ if it is still the same incarnation and still silent, and leaves a pending-recov
 Recovery (with ``heartbeat.recoveryEnabled``):
 
 1. fence its leases: their fencing counters move on, so a late renew or release is refused;
-2. give back every message it had taken (tracked by delivery tag, see tracking.py) — running,
-   prefetched and ETA alike — at the head of its queue under a new tag (see unacked.py), and move
+2. give back every message it had taken (tracked by delivery tag, see state/tags.py and broker/redis_transport.py) — running,
+   prefetched and ETA alike — at the head of its queue under a new tag (see broker/redis_unacked.py), and move
    what waits in its direct queue back home (rebalance.py, when load balancing is installed);
 3. count, per task, how often it was running on a worker that died; the time it has killed
    ``failover.maxRecoveries`` workers it goes to the dead-letter hash and its result is marked
    FAILURE (:class:`WorkerLostRepeatedly`) instead of killing more workers;
 4. store an event for the CLI (``sentinel failover history``) and the GitHub mirror.
 
-Every step is idempotent and safe when two monitors race (see unacked.py). A monitor that stops
+Every step is idempotent and safe when two monitors race (see broker/redis_unacked.py). A monitor that stops
 half-way leaves the pending record behind, and the next pass finishes the job.
 
 Which messages were *running*: the dead worker's messages whose ETA is not in the future, oldest
