@@ -329,6 +329,9 @@ def _read_json(path: Path, environ: Mapping[str, str], errors: list[str]) -> dic
 class Config:
     """The merged configuration of one process: ``shared`` (cluster-wide) and ``worker`` (this worker)."""
 
+    #: the ``worker-<WORKER_ID>.json`` looked for and not found (the worker says so at start)
+    missing_worker_file: str | None = None
+
     def __init__(self, shared: dict, worker: dict, sources: list[str]):
         self.shared = shared
         self.worker = worker
@@ -432,7 +435,10 @@ def load_config(config_dir: str | os.PathLike | None = None,
 
     if not worker["hostname"]:
         worker["hostname"] = socket.gethostname()
-    return Config(shared, worker, sources)
+    cfg = Config(shared, worker, sources)
+    if worker_id and str(worker_file) not in sources:
+        cfg.missing_worker_file = os.path.abspath(worker_file)
+    return cfg
 
 
 _current: Config | None = None

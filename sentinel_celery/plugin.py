@@ -58,6 +58,10 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     opts.setdefault("visibility_timeout", cfg.get("distributed.failover.visibilityTimeoutSeconds"))
     if cfg.get("redis.brokerKeyPrefix"):
         opts.setdefault("global_keyprefix", cfg.get("redis.brokerKeyPrefix"))
+        # results too (celery-task-meta-*), so one prefix holds everything a cluster keeps in Redis
+        result_opts = dict(conf.result_backend_transport_options or {})
+        result_opts.setdefault("global_keyprefix", cfg.get("redis.brokerKeyPrefix"))
+        conf.result_backend_transport_options = result_opts
     conf.broker_transport_options = opts
     if conf.broker_transport is None and conf.broker_url == cfg.redis_url and cfg.redis_url.startswith("redis://"):
         # kombu's Redis transport, recording each message's holder with its unacked entry

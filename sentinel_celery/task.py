@@ -8,6 +8,9 @@ While the body runs the lease is renewed in the background; the body sees ``self
 (the fencing token) and ``self.lease.lost``. ``lock_contention`` says what happens when the lease
 is held: ``retry`` (re-queue after retryDelayMs × 2^n, up to retryAttempts, then fail with
 ``LockContended``), ``fail`` (fail now) or ``skip`` (succeed with a ``skipped`` result).
+
+Per call, ``apply_async(..., task_type="test")`` (or ``job_type=``, which ``send_task`` also takes)
+routes one message to another type's queue; a type that is not configured is refused at send time.
 """
 from __future__ import annotations
 
@@ -48,6 +51,16 @@ class SentinelTask(Task):
     def lease(self) -> Lease | None:
         """The lease held by the current execution, if any."""
         return getattr(self.request, "sentinel_lease", None)
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None,
+                    shadow=None, **options):
+        # ``task_type=`` per call means what ``job_type=`` means (Celery's send_task reserves the name)
+        if "task_type" in options:
+            task_type = options.pop("task_type")
+            if options.setdefault("job_type", task_type) != task_type:
+                raise TypeError(f"task {self.name}: task_type={task_type!r} and job_type={options['job_type']!r} "
+                                f"disagree; pass one of them")
+        return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
 
     def before_start(self, task_id, args, kwargs):
         # A worker declared dead and back (SIGCONT) must not start what failover gave to another.

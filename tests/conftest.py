@@ -36,18 +36,44 @@ def redis_url():
         yield private_url
 
 
+def delete_namespace(client: redis.Redis, namespace: str) -> None:
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture(scope="session")
+def used_namespaces(redis_url):
+    """Every test namespace of the session; at the end, none may have keys left in Redis."""
+    used: list[str] = []
+    yield used
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        left = {ns: n for ns in used if (n := sum(1 for _ in client.scan_iter(match=f"{ns}*", count=1000)))}
+    finally:
+        client.close()
+    assert not left, f"test namespaces with keys left in Redis after their tests: {left}"
+
+
 @pytest.fixture
-def namespace():
-    return f"st-{uuid.uuid4().hex[:10]}:"
+def namespace(redis_url, used_namespaces):
+    """A fresh key prefix (Sentinel's namespace, kombu's and the result backend's global_keyprefix);
+    everything under it is deleted when the test ends, after the workers it started have stopped."""
+    ns = f"st-{uuid.uuid4().hex[:10]}:"
+    used_namespaces.append(ns)
+    yield ns
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        delete_namespace(client, ns)
+    finally:
+        client.close()
 
 
 @pytest.fixture
 def rclient(redis_url, namespace):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
-    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i:i + 500])
+    delete_namespace(client, namespace)
 
 
 @pytest.fixture

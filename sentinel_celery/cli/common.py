@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,9 +43,45 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: keys whose values are points in time (epoch seconds or milliseconds, as numbers or numeric strings,
+#: depending on where they are stored); ``--json`` prints every one of them as ISO 8601 UTC
+TIMESTAMP_KEYS = frozenset({"acquired", "expires", "last_acquired", "last_beat", "registered", "started",
+                            "declared_offline", "detected_at", "since", "last_seen", "ts", "at", "time",
+                            "last_flush"})
+#: keys holding the user's own data (shared memory values), printed as they are
+OPAQUE_KEYS = frozenset({"value"})
+_MS_THRESHOLD = 10 ** 11  # epoch seconds stay below this until the year 5138; epoch milliseconds are above
+
+
+def iso_time(value: Any) -> Any:
+    """Epoch seconds or milliseconds (number or numeric string) as ``2026-12-01T14:31:21.123Z``."""
+    if isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    if number <= 0:
+        return None
+    seconds = number / 1000 if number >= _MS_THRESHOLD else number
+    when = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def json_ready(data: Any) -> Any:
+    """``data`` with every timestamp (see TIMESTAMP_KEYS) in one format: ISO 8601 UTC, milliseconds."""
+    if isinstance(data, dict):
+        return {k: v if k in OPAQUE_KEYS else
+                iso_time(v) if k in TIMESTAMP_KEYS and isinstance(v, (int, float, str)) else json_ready(v)
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_ready(v) for v in data]
+    return data
+
+
 def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        click.echo(json.dumps(json_ready(data), indent=2, sort_keys=True, default=str))
     else:
         click.echo(render(data))
 

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from sentinel_celery.cli.common import fail, handles_errors, json_option
+from sentinel_celery.cli.common import fail, handles_errors, json_option, json_ready
 from sentinel_celery.config import get_config
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.logs import LogQuery, format_entry, parse_since, query, since_ms, to_json_line
@@ -37,19 +37,19 @@ def logs_command(worker_id, level, since, search, task_id, limit, follow, as_jso
     entries = query(client, cfg.namespace, q, limit=limit)
     if not follow:
         if as_json:
-            click.echo(json.dumps(entries, indent=2, sort_keys=True))
+            click.echo(json.dumps(json_ready(entries), indent=2, sort_keys=True))
         elif entries:
             click.echo("\n".join(format_entry(e) for e in entries))
         else:
             click.echo("no log records match", err=True)
         return
     for e in entries:
-        click.echo(to_json_line(e) if as_json else format_entry(e))
+        click.echo(to_json_line(json_ready(e)) if as_json else format_entry(e))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     start = entries[-1]["id"] if entries else "$"
     try:
         for e in follow_stream(client, cfg.namespace, q, start_id=start, stop=stop):
-            click.echo(to_json_line(e) if as_json else format_entry(e))
+            click.echo(to_json_line(json_ready(e)) if as_json else format_entry(e))
     except KeyboardInterrupt:
         pass

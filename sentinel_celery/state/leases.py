@@ -216,7 +216,12 @@ class RedisLeaseBackend(LeaseBackend):
         return list(self._fence(keys=[self.worker_key(worker)], args=[self.ns, worker]))
 
     def record(self, name, stat, amount=1):
-        self.client.hincrby(self.stats_key(name), stat, amount)
+        # the counter may be the key's first field (a name never acquired, or stats already expired):
+        # it gets the retention too, so no stats key lives forever
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self.stats_key(name), stat, amount)
+        pipe.pexpire(self.stats_key(name), self.stats_retention_ms)
+        pipe.execute()
 
     # -- read side, for the CLI, metrics and the mirror --------------------------------------
     def holder(self, name: str) -> dict | None:

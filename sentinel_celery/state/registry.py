@@ -113,8 +113,9 @@ class WorkerInfo:
         return min(self.active / self.max_tasks, 1.0) if self.max_tasks else 0.0
 
     def as_dict(self) -> dict:
+        # counters a worker has not bumped yet read 0, not missing
         return {"id": self.id, "status": self.status, "age_ms": self.age_ms,
-                "utilization": round(self.utilization, 3), **self.data}
+                "utilization": round(self.utilization, 3), "processed": 0, "failed": 0, **self.data}
 
 
 class RedisRegistry:

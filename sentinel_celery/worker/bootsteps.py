@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import bootsteps
+from celery.platforms import EX_FAILURE
 
 from sentinel_celery.config import get_config
 from sentinel_celery.state.registry import WorkerIdInUse
@@ -28,12 +29,17 @@ class SentinelWorkerStep(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
 
     def start(self, worker):
-        self.runtime = WorkerRuntime(worker, get_config())
+        cfg = get_config()
+        if cfg.missing_worker_file:
+            logger.warning("sentinel: WORKER_ID=%s but %s does not exist; this worker uses shared.json and "
+                           "the environment only", cfg.worker_id, cfg.missing_worker_file)
+        self.runtime = WorkerRuntime(worker, cfg)
         try:
             self.runtime.start()
         except WorkerIdInUse as exc:
+            # logged once here; an int exit code, since Celery would log a message code again (stderr)
             logger.critical("sentinel: %s", exc)
-            raise SystemExit(f"sentinel: {exc}") from None
+            raise SystemExit(EX_FAILURE) from None
 
     def stop(self, worker):
         # Warm shutdown: keep beating while the pool finishes; deregister on worker_shutdown.
