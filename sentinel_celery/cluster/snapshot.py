@@ -43,6 +43,15 @@ from sentinel_celery.state.taskstats import SENT_HEADER, read_latency, read_outc
 logger = logging.getLogger(__name__)
 
 LEASE_COUNTERS = ("acquisitions", "conflicts", "waits", "releases", "lost", "fenced")
+#: the leases the cluster's own duties are elected with (failover monitor, leader, autoscaler, GitHub
+#: mirror) are named under this prefix; every other lease is a job's (``lock_key``, ``lease()``)
+CLUSTER_LEASE_PREFIX = "sentinel:"
+
+
+def split_leases(held: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``held`` leases as (jobs' leases, the cluster's own leader leases)."""
+    jobs = [h for h in held if not h["name"].startswith(CLUSTER_LEASE_PREFIX)]
+    return jobs, [h for h in held if h["name"].startswith(CLUSTER_LEASE_PREFIX)]
 
 
 def _broker_view(cfg: Config, app, client: redis.Redis) -> BrokerQueues:
