@@ -77,6 +77,57 @@ def test_linked_task_labels_and_one_comment_through_success_failure_and_failover
     assert len(github_hub.requests(method="POST", path_prefix=f"/repos/{github_hub.repo}/issues/{n}/comments")) == 1
 
 
+def run_events(task_id, issue, *, name="workers.build.run", queued=None, started=None, finished=None, ok=True,
+               worker="w1"):
+    """The events of one linked task, at the given times (ms); only the phases given."""
+    link = {"github_issue": issue}
+    task_type = name.split(".")[1]
+    if queued is not None:
+        outbox.append("task", task_id, {"state": "QUEUED", "task": name, "task_type": task_type, "queue": task_type,
+                                        "attempts": 1, "at": queued, **link})
+    if started is not None:
+        outbox.append("task", task_id, {"state": "STARTED", "worker": worker, "at": started, **link})
+    if finished is not None:
+        final = {"state": "SUCCESS", "duration": 0.5, "output_tail": "ok"} if ok else \
+            {"state": "FAILURE", "error": "exit code 3", "error_type": "JobFailed", "exit_code": 3}
+        outbox.append("task", task_id, {**final, "worker": worker, "at": finished, **link}, final=True)
+
+
+def test_issue_label_and_headline_summarise_every_linked_task(mirror, gh_repo):
+    n = gh_repo.create_issue("Release 2.0").number
+    t0 = now_ms()
+
+    def headline():
+        [comment] = sentinel_comments(gh_repo, n)
+        return next(line for line in comment.body.splitlines() if line.startswith("### "))
+
+    # two builds linked to the issue run side by side; one fails, the other succeeds 32 ms later
+    run_events("b-1", n, queued=t0, started=t0 + 10, finished=t0 + 500, ok=False)
+    run_events("b-2", n, queued=t0 + 1, started=t0 + 11, finished=t0 + 532, worker="w2")
+    flush_until(mirror, lambda: labels_of(gh_repo, n) & {"sentinel:failed", "sentinel:done"}, message="a label")
+    assert labels_of(gh_repo, n) == {"sentinel:failed"}
+    assert headline() == "### ❌ Sentinel: 1 of 2 linked tasks failed"
+
+    # a test starts meanwhile: a failure still stands (as GitHub combines statuses: failure first)
+    run_events("t-1", n, name="workers.test.run", queued=t0 + 600, started=t0 + 610)
+    flush_until(mirror, lambda: "1 of 3" in headline(), message="three tasks")
+    assert labels_of(gh_repo, n) == {"sentinel:failed"}
+
+    # the failed build is run again (a new task, queued after it had finished): running while any runs
+    run_events("b-3", n, queued=t0 + 700, started=t0 + 710)
+    flush_until(mirror, lambda: labels_of(gh_repo, n) == {"sentinel:running"}, message="running")
+    assert headline() == "### ⏳ Sentinel: 2 of 2 linked tasks running"
+
+    run_events("b-3", n, finished=t0 + 900)
+    flush_until(mirror, lambda: "1 of 2" in headline(), message="one still running")
+    assert labels_of(gh_repo, n) == {"sentinel:running"}  # not done while the test runs
+
+    run_events("t-1", n, name="workers.test.run", finished=t0 + 950)
+    flush_until(mirror, lambda: labels_of(gh_repo, n) == {"sentinel:done"}, message="done")
+    assert headline() == "### ✅ Sentinel: all 2 linked tasks succeeded"
+    assert len(sentinel_comments(gh_repo, n)) == 1
+
+
 def test_commit_statuses_per_task_type(mirror, gh_repo):
     sha = gh_repo.get_commit("main").sha
     outbox.append("task", "b-1", {"state": "STARTED", "sha": sha, "task_type": "build", "worker": "w1",

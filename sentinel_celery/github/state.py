@@ -61,6 +61,9 @@ def merge_failovers(old: list | None, new: list | None) -> list:
     return out[-20:]
 
 
+QUEUED_STATES = ("QUEUED", "PENDING", "RECEIVED")
+
+
 def merge_task(prev: dict, new: dict) -> dict:
     """A task's state after ``new``: later keys win, finals stick, moves between workers are kept."""
     new = dict(new)
@@ -76,6 +79,13 @@ def merge_task(prev: dict, new: dict) -> dict:
     merged = {**prev, **new}
     if failovers:
         merged["failovers"] = failovers
+    # when the task was first seen queued and first started: later events overwrite ``at``, and an
+    # issue's summary needs to know which runs overlapped and which came after another had finished
+    if new.get("at") is not None:
+        if new_state in QUEUED_STATES and not prev.get("queued_at"):
+            merged["queued_at"] = new["at"]
+        if new_state == "STARTED" and not prev.get("started_at"):
+            merged["started_at"] = new["at"]
     return merged
 
 

@@ -87,28 +87,64 @@ def plan(ctx: Context, pending: list[Pending]) -> list[Work]:
 def summary(tid: str, st: dict) -> dict:
     return {"id": tid, "task": st.get("task"), "type": st.get("task_type"), "state": st.get("state"),
             "worker": st.get("worker"), "attempts": st.get("attempts"), "duration": st.get("duration"),
-            "at": st.get("at"), "failovers": len(st.get("failovers") or [])}
+            "at": st.get("at"), "failovers": len(st.get("failovers") or []),
+            "first": st.get("queued_at") or st.get("started_at") or st.get("at")}
+
+
+def latest_runs(history: list[dict]) -> list[dict]:
+    """The tasks an issue's status stands for: every linked task, except a finished run of a task
+    that was run again (the same task name, queued after it had finished). Tasks that overlapped
+    in time are siblings (a build and a test, two builds in parallel): each counts."""
+    def superseded(h: dict) -> bool:
+        if h.get("state") not in TASK_FINAL or not h.get("at"):
+            return False
+        return any(o is not h and o.get("task") and o.get("task") == h.get("task")
+                   and int(o.get("first") or 0) > int(h["at"]) for o in history)
+    return [h for h in history if not superseded(h)]
+
+
+def _bucket(state: str | None) -> str:
+    if state in ("FAILURE", "REVOKED", "STARTED", "SUCCESS"):
+        return "FAILURE" if state == "REVOKED" else state
+    return "QUEUED"
+
+
+def overall_state(history: list[dict]) -> str:
+    """The issue's state, as GitHub combines commit statuses: FAILURE if the latest run of any
+    linked task failed (or was revoked), else STARTED while any runs, else QUEUED while any waits,
+    else SUCCESS: done only when every one succeeded."""
+    buckets = {_bucket(h.get("state")) for h in latest_runs(history)}
+    for state in ("FAILURE", "STARTED", "QUEUED", "SUCCESS"):
+        if state in buckets:
+            return state
+    return "QUEUED"
 
 
 def desired_labels(history: list[dict], details: dict[str, dict]) -> list[str]:
-    states = [h.get("state") for h in history]
-    if any(s == "STARTED" for s in states):
-        out = [RUNNING]
-    elif any(STATE_LABEL.get(s) == QUEUED for s in states):
-        out = [QUEUED]
-    else:
-        latest = history[0] if history else {}
-        out = [STATE_LABEL.get(latest.get("state"), QUEUED)]
+    out = [STATE_LABEL.get(overall_state(history), QUEUED)]
     if any(h.get("state") == "STARTED" and (details.get(h["id"]) or {}).get("locked") for h in history):
         out.append(LOCKED)
     return out
 
 
+def headline(history: list[dict]) -> str:
+    """One line over every linked task: ``❌ Sentinel: 1 of 2 linked tasks failed``."""
+    runs = latest_runs(history)
+    state, total = overall_state(history), len(runs)
+    if state == "SUCCESS":
+        text = "the linked task succeeded" if total == 1 else f"all {total} linked tasks succeeded"
+    else:
+        count = sum(1 for h in runs if _bucket(h.get("state")) == state)
+        word = {"FAILURE": "failed", "STARTED": "running", "QUEUED": "waiting"}[state]
+        text = f"{count} of {total} linked task{'s' if total != 1 else ''} {word}"
+    return f"{ICON.get(state, '')} Sentinel: {text}"
+
+
 def comment_body(n: int, history: list[dict], current: dict, current_id: str) -> str:
     st = current
     state = st.get("state") or "QUEUED"
-    lines = [render.marker("issue", n),
-             f"### {ICON.get(state, '')} Sentinel: {render.text(st.get('task_type') or 'task')} task "
+    lines = [render.marker("issue", n), f"### {headline(history)}", "",
+             f"**Latest:** {ICON.get(state, '')} {render.text(st.get('task_type') or 'task')} task "
              f"`{render.cell(current_id, 60)}` — {render.text(state.lower())}", ""]
     lease = st.get("locked")
     rows = [["task", st.get("task")], ["state", state], ["worker", st.get("worker") or "-"],
@@ -153,7 +189,10 @@ def _sync_issue(ctx: Context, n: int, tasks: dict[str, dict]):
         history = {h["id"]: h for h in obj.get("history") or []}
         details = dict(obj.get("details") or {})
         for tid, st in tasks.items():
+            first = (history.get(tid) or {}).get("first")  # kept from the first flush that saw the task
             history[tid] = summary(tid, st)
+            if first:
+                history[tid]["first"] = min(int(first), int(history[tid]["first"] or first))
             details[tid] = {"locked": st.get("locked") if st.get("state") == "STARTED" else None}
         ordered = sorted(history.values(), key=lambda h: (int(h.get("at") or 0), h["id"]), reverse=True)[:HISTORY]
         details = {h["id"]: details.get(h["id"], {}) for h in ordered}
