@@ -35,6 +35,12 @@ def test_demo_runs_the_workload_shows_failover_and_leaves_nothing_behind(redis_u
     assert re.search(r"deploy:production \(last token \d+", out)
     assert re.search(r"GitHub: \d+ requests to the hub", out)
     assert "Flower: http://127.0.0.1:" in out
+    assert "run `sentinel demo --keep-running` to keep" in out  # the URLs above die with the demo
+    # job leases are counted apart from the cluster's own leader leases: never more than tasks running
+    progress = re.findall(r"(\d+) running, .*\| job leases held (\d+) \(\+(\d+) leader leases of the cluster\)", out)
+    assert progress, out[-2000:]
+    assert all(int(jobs) <= int(running) for running, jobs, _ in progress), progress
+    assert any(int(leaders) >= 1 for _, _, leaders in progress), progress
     assert "every process it started has exited" in out
     assert _processes_mentioning("demo-build@") == []
     assert _processes_mentioning("demo-test@") == []

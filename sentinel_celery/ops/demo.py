@@ -25,6 +25,7 @@ from typing import Callable
 from celery import chain
 
 from sentinel_celery.cluster.processes import WorkerProcess, start_worker, wait_for
+from sentinel_celery.cluster.snapshot import split_leases
 from sentinel_celery.config import get_config, load_config, set_config
 from sentinel_celery.github.client import build_github, configured
 from sentinel_celery.github.mirror import mirror_status, request_sync
@@ -126,15 +127,18 @@ def _seed_github(cfg, env: dict) -> dict[str, dict]:
 
 
 def _progress_line(app, results, registry, leases) -> tuple[str, dict]:
+    # leases first: a job takes its lease after its STARTED state is stored, so none is counted
+    # held whose task still reads as waiting
+    jobs, cluster = split_leases(leases.held())
     states: dict[str, int] = {}
     for r in results:
         states[r.state] = states.get(r.state, 0) + 1
     workers = registry.workers()
     online = sum(1 for w in workers if w.status == "online")
-    held = len(leases.held())
     line = (f"  tasks: {states.get('SUCCESS', 0)} done, {states.get('STARTED', 0)} running, "
             f"{states.get('PENDING', 0) + states.get('RETRY', 0) + states.get('RECEIVED', 0)} waiting, "
-            f"{states.get('FAILURE', 0)} failed | workers online {online}/{len(workers)} | leases held {held}")
+            f"{states.get('FAILURE', 0)} failed | workers online {online}/{len(workers)} | "
+            f"job leases held {len(jobs)} (+{len(cluster)} leader leases of the cluster)")
     return line, states
 
 
@@ -239,7 +243,7 @@ def run_demo(redis_url: str, *, keep_running: bool = False, no_kill: bool = Fals
         echo("workload finished; flushing the GitHub mirror ...")
         _wait_mirror(cfg)
         _summary(echo, cfg, app, chains, all_results(), kill, leases, stack, seeded, flower_url, metrics_port,
-                 started_at)
+                 started_at, keep_running)
         if keep_running:
             echo("\n--keep-running: everything stays up; press Ctrl-C to stop.")
             try:
@@ -284,7 +288,8 @@ def _wait_mirror(cfg, timeout: float = 60) -> None:
         time.sleep(1)
 
 
-def _summary(echo, cfg, app, chains, results, kill, leases, stack, seeded, flower_url, metrics_port, started_at):
+def _summary(echo, cfg, app, chains, results, kill, leases, stack, seeded, flower_url, metrics_port, started_at,
+             keep_running=False):
     done = sum(1 for r in results if r.state == "SUCCESS")
     failed = sum(1 for r in results if r.state == "FAILURE")
     echo("\n=== summary ===")
@@ -313,6 +318,9 @@ def _summary(echo, cfg, app, chains, results, kill, leases, stack, seeded, flowe
     if flower_url:
         echo(f"Flower: {flower_url}")
     echo(f"metrics: http://127.0.0.1:{metrics_port}/metrics")
+    if not keep_running:
+        echo("(these URLs stop answering when the demo ends, just below: run `sentinel demo --keep-running` "
+             "to keep the hub, Flower, the metrics and the workers up until Ctrl-C)")
     echo(f"logs of every process: {stack.log_dir}")
 
 
