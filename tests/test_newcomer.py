@@ -12,8 +12,11 @@ from click.testing import CliRunner
 
 from sentinel_celery.broker.redis_queues import BrokerQueues
 from sentinel_celery.cli import main
+from sentinel_celery.cluster import autoscale, coordination, monitor
 from sentinel_celery.cluster.processes import wait_for
+from sentinel_celery.cluster.snapshot import CLUSTER_LEASE_PREFIX, split_leases
 from sentinel_celery.config import get_config
+from sentinel_celery.github import mirror
 from sentinel_celery.routing import UnknownTaskType
 from sentinel_celery.state.leases import LockContended, get_backend, lease, try_acquire
 from tests.jobs import record
@@ -112,3 +115,12 @@ def test_builtin_jobs_bind_to_sentinels_app_in_a_script_that_made_none(sentinel_
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines[0] == {"installed": True, "broker": sentinel_env["REDIS_URL"]}, proc.stdout
     assert BrokerQueues.for_config(get_config()).depth("build") == 1
+
+
+def test_leader_leases_are_told_apart_from_job_leases():
+    leaders = [monitor.LEASE_NAME, coordination.LEADER_LEASE, autoscale.AutoscaleDuty.LEASE, mirror.LEASE_NAME]
+    assert all(name.startswith(CLUSTER_LEASE_PREFIX) for name in leaders)
+    held = [{"name": n} for n in [*leaders, "deploy:production", "package:shop"]]
+    jobs, cluster = split_leases(held)
+    assert [h["name"] for h in jobs] == ["deploy:production", "package:shop"]
+    assert [h["name"] for h in cluster] == leaders
