@@ -1,4 +1,4 @@
-"""``sentinel flower``: Flower with the Sentinel page (ops/flower.py)."""
+"""``sentinel flower``: Flower with the Sentinel tab (ops/flower.py)."""
 from __future__ import annotations
 
 import signal
@@ -11,7 +11,7 @@ from sentinel_celery.ops.flower import build_flower
 
 
 @click.command("flower", context_settings={"ignore_unknown_options": True},
-               help="Flower plus a Sentinel page (/sentinel). Other Flower options (e.g. --url_prefix=...) pass through.")
+               help="Flower plus a Sentinel tab (/sentinel). Other Flower options (e.g. --url_prefix=...) pass through.")
 @click.option("-A", "--app", "app_name", default="sentinel_celery", show_default=True, help="The Celery app.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=int, default=5555, show_default=True)
@@ -26,7 +26,7 @@ def flower_command(app_name, address, port, basic_auth, flower_args):
     except OSError as exc:
         click.echo(f"sentinel: cannot listen on {address}:{port}: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"sentinel flower: http://{address or '127.0.0.1'}:{bound}/  (Sentinel page: /sentinel)")
+    click.echo(f"sentinel flower: http://{address or '127.0.0.1'}:{bound}/  (Sentinel tab: /sentinel)")
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     try:
