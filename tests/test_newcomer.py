@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from sentinel_celery.cluster.snapshot import CLUSTER_LEASE_PREFIX, split_leases
 from sentinel_celery.config import get_config
 from sentinel_celery.github import mirror
 from sentinel_celery.routing import UnknownTaskType
+from sentinel_celery.state.failovers import FailoverRecords
 from sentinel_celery.state.leases import LockContended, get_backend, lease, try_acquire
 from tests.jobs import record
 
@@ -51,11 +53,36 @@ def test_missing_worker_file_is_one_line_and_duplicate_refusal_is_logged_once(wo
     assert "Traceback" not in own
 
 
-def test_json_times_are_one_format_and_counters_read_zero(workers):
+def raw_epochs(data, path=""):
+    """(path, value) of every number (or numeric string) that looks like epoch seconds or milliseconds."""
+    if isinstance(data, dict):
+        return [hit for k, v in data.items() for hit in raw_epochs(v, f"{path}.{k}")]
+    if isinstance(data, list):
+        return [hit for i, v in enumerate(data) for hit in raw_epochs(v, f"{path}[{i}]")]
+    try:
+        x = float(data)
+    except (TypeError, ValueError):
+        return []
+    return [(path, data)] if 1.5e9 < x < 4e9 or 1.5e12 < x < 4e12 else []
+
+
+def test_json_times_are_one_format_and_counters_read_zero(workers, rclient, namespace):
     workers.start("jt", queues=["build"], concurrency=1)
     held = try_acquire("deploy:json", 60, worker="jt")
+    now_ms = int(time.time() * 1000)
+    FailoverRecords(rclient, namespace).record({  # as cluster/failover.py writes one
+        "id": "gone#1", "worker": "gone", "incarnation": 1, "last_beat": now_ms - 7000, "detected_at": now_ms - 100,
+        "recovered_at": now_ms, "silent_ms": 6900, "tasks_recovered": [], "dead_lettered": [], "moved_home": 0,
+        "leases_released": []})
     try:
         runner = CliRunner()
+        for command in (["workers", "list"], ["worker", "status", "jt"], ["locks", "list"], ["locks", "stats"],
+                        ["failover", "history"], ["cluster", "health"], ["cluster", "metrics"], ["logs"]):
+            out = runner.invoke(main, [*command, "--json"])
+            assert out.exit_code == 0, (command, out.output)
+            assert raw_epochs(json.loads(out.output)) == [], command
+        (event,) = json.loads(runner.invoke(main, ["failover", "history", "--json"]).output)
+        assert all(ISO.match(event[k]) for k in ("last_beat", "detected_at", "recovered_at")), event
         (w,) = json.loads(runner.invoke(main, ["workers", "list", "--json"]).output)
         locks = json.loads(runner.invoke(main, ["locks", "list", "--json"]).output)
         lock = next(h for h in locks if h["name"] == "deploy:json")

@@ -46,8 +46,8 @@ def _fmt(value: Any) -> str:
 #: keys whose values are points in time (epoch seconds or milliseconds, as numbers or numeric strings,
 #: depending on where they are stored); ``--json`` prints every one of them as ISO 8601 UTC
 TIMESTAMP_KEYS = frozenset({"acquired", "expires", "last_acquired", "last_beat", "registered", "started",
-                            "declared_offline", "detected_at", "since", "last_seen", "ts", "at", "time",
-                            "last_flush"})
+                            "declared_offline", "declared_at", "detected_at", "recovered_at", "since",
+                            "last_seen", "ts", "at", "time", "last_flush"})
 #: keys holding the user's own data (shared memory values), printed as they are
 OPAQUE_KEYS = frozenset({"value"})
 _MS_THRESHOLD = 10 ** 11  # epoch seconds stay below this until the year 5138; epoch milliseconds are above
