@@ -17,12 +17,12 @@ Redis keys: the broker's own queue lists, nothing of Sentinel's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import redis
 
+from sentinel_celery.broker.base import Waiting, message_age
 from sentinel_celery.config import Config
 from sentinel_celery.routing import HOME_PROPERTY
 from sentinel_celery.state.connection import get_redis
@@ -40,27 +40,6 @@ if index == 0 then redis.call('LPOP', KEYS[1]) else redis.call('RPOP', KEYS[1]) 
 if ARGV[4] == 'head' then redis.call('RPUSH', KEYS[2], ARGV[2]) else redis.call('LPUSH', KEYS[2], ARGV[2]) end
 return 1
 """
-
-
-@dataclass
-class Waiting:
-    """One waiting message, as read (not yet taken)."""
-
-    key: str
-    raw: str
-    message: dict
-
-    @property
-    def task_id(self) -> str | None:
-        return (self.message.get("headers") or {}).get("id")
-
-    @property
-    def task_name(self) -> str | None:
-        return (self.message.get("headers") or {}).get("task")
-
-    @property
-    def properties(self) -> dict:
-        return self.message.get("properties") or {}
 
 
 class BrokerQueues:
@@ -100,6 +79,27 @@ class BrokerQueues:
         sizes = pipe.execute()
         n = len(self.steps)
         return {q: sum(sizes[i * n:(i + 1) * n]) for i, q in enumerate(queues)}
+
+    def queue_stats(self, queues: Iterable[str], now: float) -> dict[str, dict]:
+        """Length and age of the next-to-be-consumed message of every queue, in one round trip."""
+        queues = list(queues)
+        pipe = self.client.pipeline(transaction=False)
+        for q in queues:
+            for _, key in self.lists(q):
+                pipe.llen(key)
+                pipe.lindex(key, -1)
+        res = pipe.execute()
+        out, i = {}, 0
+        for q in queues:
+            length, oldest_age = 0, None
+            for _ in self.lists(q):
+                n, raw = res[i], res[i + 1]
+                i += 2
+                length += n
+                if raw is not None and oldest_age is None:
+                    oldest_age = message_age(raw, now)
+            out[q] = {"length": length, "oldest_age_seconds": oldest_age}
+        return out
 
     def peek(self, queue: str, limit: int = 100) -> list[Waiting]:
         """Up to ``limit`` waiting messages, next-to-be-consumed first."""

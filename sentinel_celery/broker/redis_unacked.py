@@ -25,40 +25,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import redis
 
+from sentinel_celery.broker.base import Unacked
 from sentinel_celery.broker.redis_queues import PRIORITY_SEP
 from sentinel_celery.state.connection import get_redis
-
-
-@dataclass
-class Unacked:
-    """One message a worker has taken and not yet acknowledged."""
-
-    tag: str
-    message: dict
-    exchange: str
-    routing_key: str
-    delivered_at: float | None = None
-
-    @property
-    def headers(self) -> dict:
-        return self.message.get("headers") or {}
-
-    @property
-    def task_id(self) -> str | None:
-        return self.headers.get("id")
-
-    @property
-    def task_name(self) -> str | None:
-        return self.headers.get("task")
-
-    @property
-    def eta(self) -> str | None:
-        return self.headers.get("eta")
 
 
 class UnackedMessages:

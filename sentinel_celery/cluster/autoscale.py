@@ -39,7 +39,7 @@ from pathlib import Path
 
 import redis
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.cluster.drain import DrainError, drain
 from sentinel_celery.cluster.processes import start_worker
 from sentinel_celery.config import Config, get_config
@@ -267,7 +267,7 @@ class Autoscaler:
         online = [w for w in online if w.id not in draining]
         queues = [*self.cfg.task_types, *(coordinator_queue_name(t) for t in self.cfg.task_types),
                   *(direct_queue_name(w.id) for w in online)]
-        queued = sum(BrokerQueues(self.app).depths(queues).values())
+        queued = sum(broker_for(self.app).depths(queues).values())
         load = Load(len(online), sum(w.max_tasks for w in online), sum(min(w.active, w.max_tasks) for w in online),
                     queued)
         return load, online

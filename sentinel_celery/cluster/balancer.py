@@ -38,7 +38,8 @@ from typing import Callable
 
 import redis
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.broker.base import Broker
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.config import STRATEGIES, Config
 from sentinel_celery.routing import (
     HOME_PROPERTY,
@@ -82,7 +83,7 @@ class LoadView:
     fetched, not yet reported).
     """
 
-    def __init__(self, registry: RedisRegistry, broker: BrokerQueues, ttl: float):
+    def __init__(self, registry: RedisRegistry, broker: Broker, ttl: float):
         self.registry = registry
         self.broker = broker
         self.ttl = ttl
@@ -208,7 +209,7 @@ class Balancer:
         if self._view is None:
             registry = RedisRegistry(self.client, self.cfg.namespace,
                                      self.cfg.get("distributed.heartbeat.staleThresholdMs"))
-            self._view = LoadView(registry, BrokerQueues(self.app),
+            self._view = LoadView(registry, broker_for(self.app),
                                   self.cfg.get("distributed.heartbeat.intervalMs") / 1000.0)
         return self._view
 
@@ -304,7 +305,7 @@ def load_distribution(app, cfg: Config) -> dict:
     utilization, processed, placements) and per type (type and coordinator queue depth)."""
     client = get_redis(cfg.redis_url)
     registry = RedisRegistry(client, cfg.namespace, cfg.get("distributed.heartbeat.staleThresholdMs"))
-    broker = BrokerQueues(app)
+    broker = broker_for(app)
     live = registry.workers(include_offline=False)
     types = cfg.task_types
     depths = broker.depths([*(direct_queue_name(w.id) for w in live), *types,

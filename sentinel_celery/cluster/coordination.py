@@ -35,7 +35,8 @@ import logging
 import time
 from typing import Callable
 
-from sentinel_celery.broker.redis_queues import BrokerQueues, Waiting
+from sentinel_celery.broker.base import Broker, Waiting
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.cluster.autoscale import AutoscaleDuty
 from sentinel_celery.cluster.balancer import Balancer
 from sentinel_celery.cluster.rebalance import rebalance
@@ -80,13 +81,13 @@ class Dispatcher:
     """Moves waiting tasks from coordinator queues to chosen workers' direct queues."""
 
     def __init__(self, app, cfg: Config, *, assigner: str, only: Callable[[WorkerInfo], bool] | None = None,
-                 balancer: Balancer | None = None, broker: BrokerQueues | None = None, memory=None):
+                 balancer: Balancer | None = None, broker: Broker | None = None, memory=None):
         self.app = app
         self.cfg = cfg
         self.assigner = assigner
         self.only = only
         self.balancer = balancer or Balancer(app, cfg)
-        self.broker = broker or BrokerQueues(app)
+        self.broker = broker or broker_for(app)
         self._memory = memory
 
     @property
@@ -138,12 +139,12 @@ class Dispatcher:
             logger.warning("sentinel: could not record assignment of %s: %s", waiting.task_id, exc)
 
 
-def leaderless_fallback(app, cfg: Config, workers: list[WorkerInfo], broker: BrokerQueues | None = None) -> int:
+def leaderless_fallback(app, cfg: Config, workers: list[WorkerInfo], broker: Broker | None = None) -> int:
     """``hierarchical``: a type that no online group leader can place (no leader whose group has an
     online worker of that type) goes from its coordinator queue to its type queue, so it is pulled."""
     online = [w for w in workers if w.status == ONLINE]
     leader_groups = {group_of(w) for w in online if is_group_leader(w["metadata"])}
-    broker = broker or BrokerQueues(app)
+    broker = broker or broker_for(app)
     moved = 0
     for task_type in cfg.task_types:
         if any(group_of(w) in leader_groups and task_type in (w["queues"] or []) for w in online):

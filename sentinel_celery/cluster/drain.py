@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.cluster.rebalance import home_queue
 from sentinel_celery.config import Config, get_config
 from sentinel_celery.routing import direct_queue_name
@@ -74,7 +74,7 @@ def drain(app, worker_id: str, *, cfg: Config | None = None, timeout: float | No
         raise DrainError(f"worker '{worker_id}' is not registered or offline; nothing to drain")
     nodename = info["nodename"]
     result = DrainResult(worker_id, nodename, list(info["queues"] or []))
-    broker = BrokerQueues(app)
+    broker = broker_for(app)
 
     registry.set_state(worker_id, DRAINING)
     say(f"marked draining; cancelling {len(result.queues)} queue(s) on {nodename}")

@@ -36,8 +36,8 @@ from typing import Callable, Iterable
 
 import redis
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
-from sentinel_celery.broker.redis_unacked import Unacked, UnackedMessages
+from sentinel_celery.broker.base import Broker, Unacked
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.cluster.rebalance import home_queue
 from sentinel_celery.config import Config
 from sentinel_celery.routing import direct_queue_name
@@ -289,7 +289,7 @@ class Failover:
         tags -= self.tags.held_elsewhere(tags, others)
         returned: list[dict] = []
         dead_lettered: list[dict] = []
-        with UnackedMessages(self.app) as unacked:
+        with broker_for(self.app) as unacked:
             held = unacked.get_many(tags)
             running = presumed_running(held.values(), dead.concurrency)
             # Newest first, each to the head of its queue: the oldest ends up first in line.
@@ -309,7 +309,7 @@ class Failover:
                                  "was_running": was_running})
         return returned, dead_lettered
 
-    def _dead_letter(self, unacked: UnackedMessages, message: Unacked, dead: DeadWorker, killed: int) -> dict | None:
+    def _dead_letter(self, unacked: Broker, message: Unacked, dead: DeadWorker, killed: int) -> dict | None:
         if unacked.remove(message.tag) is None:
             return None
         reason = (f"task {message.task_name}[{message.task_id}] was running on a worker that died {killed} "
@@ -328,8 +328,8 @@ class Failover:
         return {k: letter[k] for k in ("id", "name", "killed")}
 
     def _drain_direct_queue(self, dead: DeadWorker) -> list[str]:
-        moved = BrokerQueues(self.app).move_all(direct_queue_name(dead.worker_id),
-                                                lambda message: home_queue(self.app, self.cfg, message))
+        moved = broker_for(self.app).move_all(direct_queue_name(dead.worker_id),
+                                               lambda message: home_queue(self.app, self.cfg, message))
         return [waiting.task_id for waiting, _ in moved]
 
     # -- events ----------------------------------------------------------------------------------

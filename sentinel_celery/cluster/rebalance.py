@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.broker.base import Broker
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.config import Config
 from sentinel_celery.routing import HOME_PROPERTY, direct_queue_name
 from sentinel_celery.state.connection import get_redis
@@ -57,11 +58,11 @@ def home_queue(app, cfg: Config, message: dict) -> str:
 
 
 def rebalance(app, cfg: Config, *, registry: RedisRegistry | None = None,
-              broker: BrokerQueues | None = None) -> RebalanceReport:
+              broker: Broker | None = None) -> RebalanceReport:
     """One rebalancing pass over every known direct queue; see the module docstring."""
     client = get_redis(cfg.redis_url)
     registry = registry or RedisRegistry(client, cfg.namespace, cfg.get("distributed.heartbeat.staleThresholdMs"))
-    broker = broker or BrokerQueues(app)
+    broker = broker or broker_for(app)
     report = RebalanceReport()
     workers = {w.id: w for w in registry.workers(include_offline=True)}
     known = set(client.smembers(direct_queues_key(cfg.namespace)))

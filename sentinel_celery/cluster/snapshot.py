@@ -31,14 +31,15 @@ from typing import Any
 
 import redis
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.broker.base import Broker
+from sentinel_celery.broker.factory import broker_for, broker_for_config
 from sentinel_celery.config import Config
 from sentinel_celery.github.mirror import mirror_status
 from sentinel_celery.state.connection import get_redis, server_time_ms
 from sentinel_celery.state.failovers import failover_summary, read_events
 from sentinel_celery.state.leases import RedisLeaseBackend
 from sentinel_celery.state.registry import RedisRegistry
-from sentinel_celery.state.taskstats import SENT_HEADER, read_latency, read_outcomes
+from sentinel_celery.state.taskstats import read_latency, read_outcomes
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ def split_leases(held: list[dict]) -> tuple[list[dict], list[dict]]:
     return jobs, [h for h in held if h["name"].startswith(CLUSTER_LEASE_PREFIX)]
 
 
-def _broker_view(cfg: Config, app, client: redis.Redis) -> BrokerQueues:
-    return BrokerQueues(app, client=client) if app is not None else BrokerQueues.for_config(cfg, client=client)
+def _broker_view(cfg: Config, app, client: redis.Redis) -> Broker:
+    return broker_for(app, client=client) if app is not None else broker_for_config(cfg, client=client)
 
 
 def queue_names(cfg: Config, workers: list[dict], app=None) -> list[str]:
@@ -65,37 +66,6 @@ def queue_names(cfg: Config, workers: list[dict], app=None) -> list[str]:
         if w["status"] != "offline":
             names.update(w.get("queues") or [])
     return sorted(names)
-
-
-def read_queues(broker: BrokerQueues, queues: list[str], now: float) -> dict[str, dict]:
-    """Length and age of the next-to-be-consumed message of every queue, in one round trip."""
-    pipe = broker.client.pipeline(transaction=False)
-    for q in queues:
-        for _, key in broker.lists(q):
-            pipe.llen(key)
-            pipe.lindex(key, -1)
-    res = pipe.execute()
-    out, i = {}, 0
-    for q in queues:
-        length, oldest_age = 0, None
-        for _ in broker.lists(q):
-            n, raw = res[i], res[i + 1]
-            i += 2
-            length += n
-            if raw is not None and oldest_age is None:
-                oldest_age = message_age(raw, now)
-        out[q] = {"length": length, "oldest_age_seconds": oldest_age}
-    return out
-
-
-def message_age(raw: str, now: float) -> float | None:
-    """Seconds since the message was published (its ``sentinel_sent`` stamp); None if unstamped."""
-    try:
-        headers = json.loads(raw).get("headers") or {}
-        sent = headers.get(SENT_HEADER)
-        return round(max(now - float(sent), 0.0), 3) if sent else None
-    except (ValueError, TypeError, AttributeError):
-        return None
 
 
 def read_workers(registry: RedisRegistry) -> list[dict]:
@@ -142,7 +112,7 @@ def collect_snapshot(cfg: Config, app=None, client: redis.Redis | None = None) -
     return {
         "time": now_ms / 1000.0,
         "workers": workers,
-        "queues": read_queues(broker, queue_names(cfg, workers, app), time.time()),
+        "queues": broker.queue_stats(queue_names(cfg, workers, app), time.time()),
         "latency": {q: {**v, "buckets": [list(b) for b in v["buckets"]]} for q, v in read_latency(client, ns).items()},
         "outcomes": read_outcomes(client, ns),
         "leases": read_leases(client, ns),

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 
-from sentinel_celery.broker.redis_queues import BrokerQueues
+from sentinel_celery.broker.factory import broker_for_config
 from sentinel_celery.github import render
 from sentinel_celery.github.state import Pending
 from sentinel_celery.github.work import BACKGROUND, UPDATE, Context, Work
@@ -47,7 +47,7 @@ def gather(ctx: Context, registry: RedisRegistry) -> dict:
     queues = sorted(set(ctx.cfg.task_types) | {"celery"})
     depths: dict[str, int] = {}
     try:
-        depths = BrokerQueues.for_config(ctx.cfg, client=client).depths(queues)
+        depths = broker_for_config(ctx.cfg, client=client).depths(queues)
     except Exception as exc:  # the dashboard shows what it can
         logger.debug("sentinel: dashboard cannot read queue lengths: %s", exc)
     leases = RedisLeaseBackend(client, ns).held()

@@ -31,7 +31,7 @@ from celery import signals
 from celery.exceptions import Ignore
 from celery.worker import state as worker_state
 
-from sentinel_celery.broker.redis_unacked import UnackedMessages
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.config import get_config
 from sentinel_celery.worker.runtime import WorkerRuntime
 
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 STAMP = "sentinel_fence"
 
-_unacked: dict[int, object] = {}  # per process (pool child): the app's UnackedMessages
+_brokers: dict[int, object] = {}  # per process (pool child): the app's Broker
 
 
 def stamp_request(request, beat_sent_at: float) -> None:
@@ -63,22 +63,16 @@ def needs_check(request) -> bool:
     return time.monotonic() - float(stamp) > _window_s()
 
 
-def _delivery_tag(request) -> str | None:
-    props = getattr(request, "properties", None) or {}
-    tag = props.get("delivery_tag")
-    return str(tag) if tag is not None else None
-
-
 def still_ours(app, request) -> bool:
     """Whether this execution's message is still the one the broker has us holding."""
-    tag = _delivery_tag(request)
+    broker = _brokers.get(os.getpid())
+    if broker is None:
+        broker = _brokers[os.getpid()] = broker_for(app)
+    tag = broker.tag_of(request)
     if tag is None:
         return True
-    unacked = _unacked.get(os.getpid())
-    if unacked is None:
-        unacked = _unacked[os.getpid()] = UnackedMessages(app)
     try:
-        return unacked.exists(tag)
+        return broker.exists(tag)
     except Exception as exc:  # cannot tell: let it through rather than lose a result
         logger.warning("sentinel: could not check whether task %s is still ours: %s", request.id, exc)
         return True
