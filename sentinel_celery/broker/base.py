@@ -105,6 +105,11 @@ class Broker(ABC):
     def move_oldest(self, waiting: Waiting, destination: str, *, home: str, at: str = "tail") -> bool:
         """Move ``waiting`` (read by :meth:`oldest`) to ``destination``; False if someone took it first."""
 
+    def put_back(self, waiting: Waiting) -> None:
+        """``waiting`` (read by :meth:`oldest`) is not moved after all: leave it first in line.
+        Nothing to do where reading does not take the message (Redis)."""
+        return None
+
     @abstractmethod
     def move_all(self, source: str, destination: str | Callable[[dict], str], *,
                  limit: int | None = None) -> list[tuple[Waiting, str]]:

@@ -114,6 +114,7 @@ class Dispatcher:
                 affinity = self._affinity(waiting)
                 chosen = self.balancer.choose(task_type, self.strategy, affinity=affinity, only=self.only)
                 if chosen is None:
+                    self.broker.put_back(waiting)
                     break  # no free slot for this type now: it waits in the coordinator queue
                 if self.broker.move_oldest(waiting, direct_queue_name(chosen.id), home=source):
                     assigned += 1
