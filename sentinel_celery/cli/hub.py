@@ -4,7 +4,9 @@ Owns :data:`hub_command` (a click command the main CLI registers as
 ``sentinel hub``). It prints the base URL and, only when it generated one,
 the token; tokens given with ``--token``, ``SENTINEL_HUB_TOKEN`` or
 ``--tokens-file`` are never printed. ``--app ID:KEY_PATH:INSTALLATION_ID``
-accepts a GitHub App whose installation covers the hub's repositories.
+accepts a GitHub App whose installation covers the hub's repositories. ``--webhook URL`` (with
+``--webhook-secret``) delivers the ``issues``, ``issue_comment``, ``label`` and ``push`` events of every
+repository to URL; a tokens file's ``"webhooks"`` list sets hooks per repository.
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ def _parse_app(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     "--outage-seconds", default=0.0, show_default=True, type=float, help="Answer 503 to everything for N seconds."
 )
 @click.option("--exhaust-rate-limit", is_flag=True, help="Start with every token's primary rate limit used up.")
+@click.option(
+    "--webhook",
+    "webhook_urls",
+    multiple=True,
+    metavar="URL",
+    help="Deliver webhooks (issues, issue_comment, label, push) of every repo to URL (repeatable).",
+)
+@click.option(
+    "--webhook-secret",
+    envvar="SENTINEL_HUB_WEBHOOK_SECRET",
+    default=None,
+    help="Sign --webhook deliveries (X-Hub-Signature-256) with this secret (env SENTINEL_HUB_WEBHOOK_SECRET).",
+)
 @click.option("--quiet", is_flag=True, help="Print only the base URL (and a generated token).")
 def hub_command(
     host: str,
@@ -108,6 +123,8 @@ def hub_command(
     latency_ms: float,
     outage_seconds: float,
     exhaust_rate_limit: bool,
+    webhook_urls: tuple[str, ...],
+    webhook_secret: str | None,
     quiet: bool,
 ) -> None:
     """Run a local GitHub-compatible REST API (PyGithub: Github(base_url=URL, auth=Auth.Token(TOKEN)))."""
@@ -146,6 +163,8 @@ def hub_command(
                 raise ValueError(f"--app {app_id}: cannot read {key_path}: {exc.strerror}") from None
             slug = "sentinel" if len(apps) == 1 else f"sentinel-{app_id}"
             hub.add_app(app_id, pem, {installation_id: repo_names}, slug=slug)
+        for url in webhook_urls:
+            hub.add_webhook(url, webhook_secret)
         hub.bind()
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -159,6 +178,9 @@ def hub_command(
         for app in hub.apps.apps():
             for installation in app.installations:
                 click.echo(f"app: {app.app_id} ({app.bot_login})  installation {installation.id}")
+        for hook in hub.webhooks.hooks():
+            scope = ", ".join(hook.repos) if hook.repos is not None else "every repo"
+            click.echo(f"webhook: {hook.url}  ({scope}; {'signed' if hook.secret else 'unsigned'})")
         active = {key: value for key, value in faults.items() if key != "fail_status" and value}
         if active:
             click.echo(f"faults: {json.dumps(active)}")

@@ -22,6 +22,7 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.faults` — fault injection
    * :mod:`.markdown` — Markdown to inert HTML, as GitHub renders issue bodies
    * :mod:`.requestlog` — the request log
+   * :mod:`.webhooks` — hooks, signed deliveries, retries, redelivery
 
 2. **State** — what the hub knows, with no notion of HTTP:
 
@@ -30,7 +31,7 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.store` — the schema, users and repositories (uses ``git`` for a new repository's first commit)
    * :mod:`.auth` — tokens, kinds, access levels, the tokens file (uses ``apps``: which caller a JWT stands for)
    * :mod:`.state` — :class:`~.state.HubState`: all of the above for one hub, and the
-     operations the Python API and the endpoints share (uses ``store``, ``auth``, ``apps``)
+     operations the Python API and the endpoints share (uses ``store``, ``auth``, ``apps``, ``webhooks``)
 
 3. **Requests** — what a handler works with:
 
@@ -38,12 +39,14 @@ inside a function, goes upwards, so the package has no import cycle
    * :mod:`.context` — :class:`~.context.RequestContext`: the caller, input, repository
      access rules, pagination (uses ``routing``)
    * :mod:`.shapes` — GitHub's JSON shapes (uses ``context``)
+   * :mod:`.events` — webhook payloads from the hub's state (uses ``shapes``)
 
 4. **Endpoints** — independent of each other:
 
    * :mod:`.api` — the REST endpoints, one module per family (inside it, ``comments`` and
      ``labels`` use ``issues``, ``issues`` uses ``repos``, ``gitdata`` uses ``contents``,
-     ``checks`` uses ``commits``)
+     ``checks`` uses ``commits``); those that change issues, comments, labels or refs raise
+     webhook events through ``events``
    * :mod:`.admin` — the ``/_hub`` admin API
    * :mod:`.html` — the HTML view at ``html_url``
 

@@ -18,6 +18,12 @@ Admin requests are never faulted, rate limited or logged.
 ``DELETE /_hub/rate-limits``  reset all counters
 ``POST /_hub/repos``       ``{"full_name": "o/r"}``: create a repository
 ``GET /_hub/tokens``       token labels, kinds and access (never the tokens)
+``GET /_hub/webhooks``     the hooks (never their secrets)
+``POST /_hub/webhooks``    ``{"url", "secret", "repos", "events"}``: add a hook
+``GET /_hub/webhooks/deliveries``  deliveries, newest first; filters ``event``,
+                           ``repo``, ``status`` (``OK``, ``failed``, ``pending``)
+``GET /_hub/webhooks/deliveries/{id}``  one delivery with its headers and payload
+``POST /_hub/webhooks/deliveries/{id}/attempts``  redeliver (same GUID)
 =========================  ====================================================
 """
 
@@ -121,3 +127,43 @@ def list_tokens(ctx: RequestContext) -> Response:
             for p in ctx.state.tokens.principals()
         ],
     )
+
+
+@router.route("GET", "/_hub/webhooks")
+def list_webhooks(ctx: RequestContext) -> Response:
+    return Response(200, [hook.as_json() for hook in ctx.state.webhooks.hooks()])
+
+
+@router.route("POST", "/_hub/webhooks")
+def add_webhook(ctx: RequestContext) -> Response:
+    try:
+        (hook,) = ctx.state.webhooks.add_from_dicts([ctx.json_object()], "webhook")
+    except ValueError as exc:
+        raise HubError(422, str(exc)) from None
+    return Response(201, hook.as_json())
+
+
+@router.route("GET", "/_hub/webhooks/deliveries")
+def list_deliveries(ctx: RequestContext) -> Response:
+    status = ctx.arg("status")
+    items = ctx.state.webhooks.deliveries(event=ctx.arg("event"), repo=ctx.arg("repo"))
+    if status:
+        items = [d for d in items if d.status.split(":")[0].lower() == status.lower()]
+    return Response(200, [d.as_json() for d in reversed(items)])
+
+
+@router.route("GET", "/_hub/webhooks/deliveries/{delivery_id:int}")
+def get_delivery(ctx: RequestContext, delivery_id: int) -> Response:
+    delivery = ctx.state.webhooks.get(delivery_id)
+    if delivery is None:
+        raise HubError(404, "Not Found")
+    return Response(200, delivery.as_json(full=True))
+
+
+@router.route("POST", "/_hub/webhooks/deliveries/{delivery_id:int}/attempts")
+def redeliver(ctx: RequestContext, delivery_id: int) -> Response:
+    try:
+        delivery = ctx.state.webhooks.redeliver(delivery_id)
+    except KeyError:
+        raise HubError(404, "Not Found") from None
+    return Response(202, delivery.as_json())

@@ -17,8 +17,10 @@ the hub's ``clock``, which tests may move forward.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .apps import AppSpec
@@ -31,6 +33,7 @@ from .requestlog import LoggedRequest, RequestLog
 from .server import HubHTTPServer
 from .state import HubState
 from .store import Store
+from .webhooks import Delivery, Hook
 
 if TYPE_CHECKING:
     import sqlite3
@@ -38,6 +41,11 @@ if TYPE_CHECKING:
     from github import Github
 
 DEFAULT_REPO = "acme/app"
+
+
+def _file_webhooks(path: str) -> list[Any]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data.get("webhooks", []) if isinstance(data, dict) else []
 
 
 class Hub:
@@ -59,6 +67,8 @@ class Hub:
     :param limits: rate limits (:class:`Limits`), or keyword overrides as a dict.
     :param faults: initial fault settings (keywords of :meth:`Faults.configure`).
     :param seed: seed for the random failure draw.
+    :param webhooks: hooks to deliver events to: dicts ``{"url", "secret", "repos", "events"}``
+        (see :mod:`.webhooks`); a tokens file's ``"webhooks"`` list adds more.
     :param clock: the hub's time in epoch seconds, for installation tokens' expiry and rate-limit
         windows; a test passes one it can move forward. (JWTs are checked against the real time,
         which their signers use.)
@@ -78,6 +88,7 @@ class Hub:
         faults: dict[str, Any] | None = None,
         seed: int | None = None,
         log_size: int = 100_000,
+        webhooks: Iterable[dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not is_loopback(host):
@@ -101,6 +112,7 @@ class Hub:
         self.log = self.state.log
         self.apps = self.state.apps
         self.tokens = self.state.tokens
+        self.webhooks = self.state.webhooks
 
         wanted = list(repos or [])
         created = [self.store.create_repo(full_name) for full_name in wanted]
@@ -119,6 +131,8 @@ class Hub:
             file_tokens, file_apps = load_tokens_file(tokens_file, default_login=self.owner)
             for spec in file_tokens:
                 self._add_spec(spec)
+            self.webhooks.add_from_dicts(_file_webhooks(tokens_file), tokens_file)
+        self.webhooks.add_from_dicts(list(webhooks or []), "webhooks")
         for app in [*(apps or []), *file_apps]:
             self._add_app(app if isinstance(app, AppSpec) else AppSpec.from_dict(app))
         if self.token is None:  # no admin token given: make one, the CLI prints it
@@ -231,6 +245,30 @@ class Hub:
             raise ValueError(f"no repository {repo!r}")
         self.store.add_collaborator(row["id"], self.store.ensure_user(login), permission)
 
+    # webhooks ------------------------------------------------------------
+    def add_webhook(
+        self,
+        url: str,
+        secret: str | None = None,
+        *,
+        repos: Iterable[str] | None = None,
+        events: Iterable[str] | None = None,
+    ) -> Hook:
+        """Deliver ``events`` (default all: issues, issue_comment, label, push) of ``repos`` (default all) to ``url``."""
+        return self.webhooks.add(url, secret, repos=repos, events=events)
+
+    def deliveries(self, **filters: Any) -> list[Delivery]:
+        """Webhook deliveries so far, oldest first (``event=``, ``repo=`` filter)."""
+        return self.webhooks.deliveries(**filters)
+
+    def redeliver(self, delivery_id: int) -> Delivery:
+        """Send a delivery again with the same GUID, as GitHub's "Redeliver" does."""
+        return self.webhooks.redeliver(delivery_id)
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
+        """Wait until every delivery was sent (or failed for good); False on timeout."""
+        return self.webhooks.wait_idle(timeout)
+
     # faults and observation ---------------------------------------------
     def set_faults(self, **settings: Any) -> dict[str, Any]:
         """Change fault settings (see :class:`~sentinel_celery.hub.faults.Faults`); returns them all."""
@@ -282,6 +320,7 @@ class Hub:
                 self._thread = None
             server.close_connections()
             server.server_close()
+        self.webhooks.close()
         self.store.close()
 
     def __enter__(self) -> "Hub":

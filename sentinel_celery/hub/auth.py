@@ -144,7 +144,7 @@ def load_tokens_file(path: str | Path, *, default_login: str) -> tuple[list[Toke
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict):
-        unknown = set(data) - {"tokens", "apps"}
+        unknown = set(data) - {"tokens", "apps", "webhooks"}  # webhooks: see webhooks.py
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
         if not data:

@@ -240,7 +240,7 @@ class Pipeline:
             urls=urls,
             api_version=call.version or DEFAULT_VERSION,
         )
-        with self.state.store.tx():
+        with self.state.webhooks.batch(), self.state.store.tx():  # events leave once the change committed
             response = route.handler(ctx, **params)
         if call.failure and call.failure[1] == "after":
             raise HubError(call.failure[0], "Server Error")

@@ -1,7 +1,7 @@
 """The parts of a running hub that a request can reach, and the operations on them.
 
 Owns :class:`HubState`: the store, the tokens and GitHub Apps, the rate
-limiters, the faults, the request log and the hub's clock, together with what
+limiters, the faults, the request log, the webhooks and the hub's clock, together with what
 both the Python API (:class:`~sentinel_celery.hub.app.Hub`) and the endpoints
 do with them: accepting a token (its user becomes a collaborator of the
 repositories it can see), registering an app, minting an installation token,
@@ -21,6 +21,7 @@ from .faults import Faults
 from .ratelimit import Limits, Quota, RateLimiter
 from .requestlog import RequestLog
 from .store import Store
+from .webhooks import Webhooks
 
 
 def repo_permission(spec: TokenSpec) -> str:
@@ -40,6 +41,7 @@ class HubState:
         self.log = log
         self.apps = AppRegistry()
         self.tokens = TokenRegistry(self.apps, clock=clock)
+        self.webhooks = Webhooks()
 
     # tokens and apps -----------------------------------------------------
     def add_principal(self, spec: TokenSpec) -> Principal:

@@ -18,13 +18,14 @@ LAYERS = [
     "server",
     "pipeline",
     {"api", "admin", "html"},
+    "events",
     "shapes",
     "context",
     "routing",
     "state",
     {"store", "auth"},
     {"git", "apps"},
-    {"timestamps", "loopback", "db", "markdown", "limits", "apiversion", "ratelimit", "faults", "requestlog"},
+    {"timestamps", "loopback", "db", "markdown", "limits", "apiversion", "ratelimit", "faults", "requestlog", "webhooks"},
     "errors",
 ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .. import shapes
+from .. import events, shapes
 from ..context import RequestContext
 from ..errors import invalid, missing_field, not_found
 from ..limits import MAX_BODY, check_length
@@ -58,6 +58,7 @@ def create_comment(ctx: RequestContext, owner: str, repo: str, number: int) -> R
         (repo_row["id"], issue["id"], ctx.caller.user_id, spec.app_id if spec.is_app else None, body, now, now),
     )
     touch(ctx, issue["id"])
+    events.comment(ctx, repo_row, _get(ctx, repo_row, comment_id), number, "created")
     data = shapes.comment(ctx, repo_row, _get(ctx, repo_row, comment_id), number)
     return Response(201, data, {"Location": data["url"]})
 
@@ -104,12 +105,16 @@ def update_comment(ctx: RequestContext, owner: str, repo: str, comment_id: int) 
     row = _get(ctx, repo_row, comment_id)
     body = _body(ctx)
     ctx.store.execute("UPDATE comments SET body = ?, updated_at = ? WHERE id = ?", (body, iso(), comment_id))
-    return Response(200, shapes.comment(ctx, repo_row, _get(ctx, repo_row, comment_id), row["number"]))
+    updated = _get(ctx, repo_row, comment_id)
+    if body != row["body"]:
+        events.comment(ctx, repo_row, updated, row["number"], "edited", changes={"body": {"from": row["body"]}})
+    return Response(200, shapes.comment(ctx, repo_row, updated, row["number"]))
 
 
 @router.route("DELETE", "/repos/{owner}/{repo}/issues/comments/{comment_id:int}")
 def delete_comment(ctx: RequestContext, owner: str, repo: str, comment_id: int) -> Response:
     repo_row = ctx.repo(owner, repo)
-    _get(ctx, repo_row, comment_id)
+    row = _get(ctx, repo_row, comment_id)
+    events.comment(ctx, repo_row, row, row["number"], "deleted")
     ctx.store.execute("DELETE FROM comments WHERE id = ?", (comment_id,))
     return Response(204)

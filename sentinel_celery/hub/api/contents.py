@@ -20,7 +20,7 @@ import sqlite3
 import time
 from typing import Any
 
-from .. import shapes
+from .. import events, shapes
 from ..apiversion import V2026_03_10
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
@@ -117,6 +117,7 @@ def _commit_change(
     sha = git.make_commit(tree, [head], message, author, committer)
     git.set_ref(f"refs/heads/{branch}", sha)
     ctx.store.touch_repo(repo_row["id"], pushed=True)
+    events.push(ctx, ctx.store.repo_by_id(repo_row["id"]), f"refs/heads/{branch}", head, sha)
     return sha
 
 

@@ -14,7 +14,7 @@ import re
 import sqlite3
 from typing import Any
 
-from .. import shapes
+from .. import events, shapes
 from ..context import RequestContext
 from ..errors import missing_field, not_found, unprocessable
 from ..git import MODES, SHA_RE, GitRepo, TreeEntry, normalise_mode
@@ -212,6 +212,7 @@ def create_ref(ctx: RequestContext, owner: str, repo: str) -> Response:
         raise unprocessable("Object does not exist")
     git.set_ref(name, sha)
     ctx.store.touch_repo(row["id"], pushed=True)
+    events.push(ctx, ctx.store.repo_by_id(row["id"]), name, None, sha)
     body = _ref_body(ctx, row, git, name, sha)
     return Response(201, body, {"Location": body["url"]})
 
@@ -236,12 +237,17 @@ def update_ref(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response
         raise unprocessable("Update is not a fast forward")
     git.set_ref(name, sha)
     ctx.store.touch_repo(row["id"], pushed=True)
+    if current != sha:
+        events.push(ctx, ctx.store.repo_by_id(row["id"]), name, current, sha)
     return Response(200, _ref_body(ctx, row, git, name, sha))
 
 
 @router.route("DELETE", "/repos/{owner}/{repo}/git/refs/{ref:path}")
 def delete_ref(ctx: RequestContext, owner: str, repo: str, ref: str) -> Response:
     row, git = _git(ctx, owner, repo)
-    if not git.delete_ref(_full_ref(ref)):
+    name = _full_ref(ref)
+    current = git.ref(name)
+    if not git.delete_ref(name):
         raise unprocessable("Reference does not exist")
+    events.push(ctx, row, name, current, None)
     return Response(204)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .. import shapes
+from .. import events, shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..limits import MAX_BODY, MAX_TITLE, check_length
@@ -157,6 +157,8 @@ def create_issue(ctx: RequestContext, owner: str, repo: str) -> Response:
     set_labels(ctx, repo_row["id"], issue_id, labels)
     set_assignees(ctx, issue_id, assignees)
     ctx.store.touch_repo(repo_row["id"])
+    events.issue(ctx, repo_row, issue_id, "opened")
+    events.labels_changed(ctx, repo_row, issue_id, [])
     response = render(ctx, repo_row, issue_id, 201)
     response.headers["Location"] = response.body["url"]
     return response
@@ -194,6 +196,7 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
             changes.update(state="open", closed_at=None, closed_by_id=None, state_reason="reopened")
         elif reason is not None:
             changes["state_reason"] = reason
+    labels_before = events.issue_label_ids(ctx, row["id"])
     if "labels" in data:
         set_labels(ctx, repo_row["id"], row["id"], label_names(data["labels"], "Issue"))
     requested = _requested_assignees(data)
@@ -202,6 +205,14 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
     changes["updated_at"] = iso()
     columns = ", ".join(f"{name} = ?" for name in changes)
     ctx.store.execute(f"UPDATE issues SET {columns} WHERE id = ?", (*changes.values(), row["id"]))
+    edited = {key: {"from": row[key]} for key in ("title", "body") if key in changes and changes[key] != row[key]}
+    if edited:
+        events.issue(ctx, repo_row, row["id"], "edited", changes=edited)
+    if changes.get("state") == "closed":
+        events.issue(ctx, repo_row, row["id"], "closed")
+    elif changes.get("state") == "open":
+        events.issue(ctx, repo_row, row["id"], "reopened")
+    events.labels_changed(ctx, repo_row, row["id"], labels_before)
     return render(ctx, repo_row, row["id"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from .. import shapes
+from .. import events, shapes
 from ..context import RequestContext
 from ..errors import HubError, invalid, missing_field, not_found
 from ..routing import Response, Router
@@ -53,6 +53,7 @@ def create_label(ctx: RequestContext, owner: str, repo: str) -> Response:
         (repo_row["id"], name.strip(), color, data.get("description")),
     )
     row = ctx.store.one("SELECT * FROM labels WHERE id = ?", (label_id,))
+    events.label(ctx, repo_row, row, "created")
     body = shapes.label(ctx.urls, repo_row["full_name"], row)
     return Response(201, body, {"Location": body["url"]})
 
@@ -80,7 +81,10 @@ def update_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Respo
         "UPDATE labels SET name = ?, color = ?, description = ? WHERE id = ?",
         (new_name.strip(), color, description, row["id"]),
     )
-    row = ctx.store.one("SELECT * FROM labels WHERE id = ?", (row["id"],))
+    old, row = row, ctx.store.one("SELECT * FROM labels WHERE id = ?", (row["id"],))
+    changed = {key: {"from": old[key] or ""} for key in ("name", "color", "description") if old[key] != row[key]}
+    if changed:
+        events.label(ctx, repo_row, row, "edited", changes=changed)
     return Response(200, shapes.label(ctx.urls, repo_row["full_name"], row))
 
 
@@ -88,6 +92,7 @@ def update_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Respo
 def delete_label(ctx: RequestContext, owner: str, repo: str, name: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     row = _get_label(ctx, repo_row["id"], name)
+    events.label(ctx, repo_row, row, "deleted")
     ctx.store.execute("DELETE FROM issue_labels WHERE label_id = ?", (row["id"],))
     ctx.store.execute("DELETE FROM labels WHERE id = ?", (row["id"],))
     return Response(204)
@@ -119,11 +124,13 @@ def list_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) -
 def add_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) -> Response:
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
+    before = events.issue_label_ids(ctx, issue["id"])
     for label_id in ensure_labels(ctx, repo_row["id"], _requested(ctx)):
         ctx.store.execute(
             "INSERT OR IGNORE INTO issue_labels (issue_id, label_id) VALUES (?, ?)", (issue["id"], label_id)
         )
     touch(ctx, issue["id"])
+    events.labels_changed(ctx, repo_row, issue["id"], before)
     return Response(200, _issue_labels(ctx, repo_row, issue["id"]))
 
 
@@ -131,8 +138,10 @@ def add_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) ->
 def set_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) -> Response:
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
+    before = events.issue_label_ids(ctx, issue["id"])
     set_labels(ctx, repo_row["id"], issue["id"], _requested(ctx))
     touch(ctx, issue["id"])
+    events.labels_changed(ctx, repo_row, issue["id"], before)
     return Response(200, _issue_labels(ctx, repo_row, issue["id"]))
 
 
@@ -140,6 +149,7 @@ def set_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) ->
 def remove_issue_label(ctx: RequestContext, owner: str, repo: str, number: int, name: str) -> Response:
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
+    before = events.issue_label_ids(ctx, issue["id"])
     cur = ctx.store.execute(
         "DELETE FROM issue_labels WHERE issue_id = ? AND label_id = (SELECT id FROM labels WHERE repo_id = ? AND name = ?)",
         (issue["id"], repo_row["id"], name),
@@ -147,6 +157,7 @@ def remove_issue_label(ctx: RequestContext, owner: str, repo: str, number: int, 
     if cur.rowcount == 0:
         raise HubError(404, "Label does not exist")
     touch(ctx, issue["id"])
+    events.labels_changed(ctx, repo_row, issue["id"], before)
     return Response(200, _issue_labels(ctx, repo_row, issue["id"]))
 
 
@@ -154,6 +165,8 @@ def remove_issue_label(ctx: RequestContext, owner: str, repo: str, number: int, 
 def remove_all_issue_labels(ctx: RequestContext, owner: str, repo: str, number: int) -> Response:
     repo_row = ctx.repo(owner, repo)
     issue = get_issue(ctx, repo_row, number)
+    before = events.issue_label_ids(ctx, issue["id"])
     ctx.store.execute("DELETE FROM issue_labels WHERE issue_id = ?", (issue["id"],))
     touch(ctx, issue["id"])
+    events.labels_changed(ctx, repo_row, issue["id"], before)
     return Response(204)
