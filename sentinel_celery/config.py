@@ -19,6 +19,8 @@ STRATEGIES = ("pull", "round_robin", "least_loaded", "capacity_based", "affinity
 CONFLICT_RESOLUTIONS = ("last_write_wins", "version_check")
 COORDINATION_PATTERNS = ("peer_to_peer", "master_worker", "hierarchical")
 SCALERS = ("none", "local", "command")
+INTAKE_MODES = ("webhook", "poll", "off")
+PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 
 REDACTED = "***"
 
@@ -126,6 +128,7 @@ SCHEMA: dict[str, Any] = {
         "appId": _opt(str, ""),
         "privateKeyPath": _opt(str, ""),
         "installationId": _opt(str, ""),
+        "webhookSecret": _opt(str, ""),
         "assignees": Free(),
         "mirror": {
             "flushIntervalMs": _opt(int, 5000),
@@ -145,6 +148,21 @@ SCHEMA: dict[str, Any] = {
             "reconcileIntervalMs": _opt(int, 600000),
             "retryMaxMs": _opt(int, 60000),
             "inWorkers": _opt(bool, True),
+        },
+        # GitHub → jobs (sentinel_celery/intake/, docs/intake.md); rules and templates: _validate_intake
+        "intake": {
+            "mode": _opt(str, "webhook", INTAKE_MODES),
+            "host": _opt(str, "127.0.0.1"),
+            "port": _opt(int, 8790),
+            "inWorkers": _opt(bool, False),
+            "pollIntervalMs": _opt(int, 5000),
+            "minPermission": _opt(str, "write", PERMISSIONS),
+            "permissionCacheSeconds": _opt(int, 60),
+            "maxCommandsPerIssuePerMinute": _opt(int, 5),
+            "maxBodyBytes": _opt(int, 25 * 1024 * 1024),
+            "deliveryTtlSeconds": _opt(int, 7 * 24 * 3600),
+            "templates": Free(),
+            "rules": _opt(list, []),
         },
     },
     "monitoring": {
@@ -195,6 +213,7 @@ ENVIRONMENT = {
     "GITHUB_APP_ID": ("shared", "github.appId", str),
     "GITHUB_PRIVATE_KEY_PATH": ("shared", "github.privateKeyPath", str),
     "GITHUB_INSTALLATION_ID": ("shared", "github.installationId", str),
+    "GITHUB_WEBHOOK_SECRET": ("shared", "github.webhookSecret", str),
     "REDIS_URL": ("shared", "redis.url", str),
     "SENTINEL_NAMESPACE": ("shared", "distributed.namespace", str),
     "SENTINEL_BROKER_PREFIX": ("shared", "redis.brokerKeyPrefix", str),
@@ -274,6 +293,116 @@ def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: st
             errors.append(f"{source}: '{path}' is {json.dumps(value)}; valid values: {', '.join(choices)}")
     return errors
 
+
+_TEMPLATE_KEYS = ("type", "task", "argv", "cwd", "env", "timeout", "environment", "params")
+_RULE_KEYS = {
+    "push": ("on", "branch", "chain"),
+    "issue_comment": ("on", "command", "template", "params"),
+    "label": ("on", "prefix"),
+}
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDER_NAME = re.compile(r"\{(\w*)\}")
+
+
+def _validate_template(name: str, spec: Any, where: str, task_types: list[str]) -> list[str]:
+    key = f"github.intake.templates.{name}"
+    if not isinstance(spec, dict):
+        return [f"{where}: '{key}' must be an object (type, argv, cwd, env, timeout, environment, params)"]
+    errors = [f"{where}: unknown key '{key}.{k}' (valid: {', '.join(_TEMPLATE_KEYS)})" for k in spec
+              if k not in _TEMPLATE_KEYS]
+    if spec.get("type") not in task_types:
+        errors.append(f"{where}: '{key}.type' must be one of distributed.taskTypes ({', '.join(task_types)}), "
+                      f"got {json.dumps(spec.get('type'))}")
+    argv = spec.get("argv")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        errors.append(f"{where}: '{key}.argv' must be a non-empty list of strings (never a shell string)")
+        argv = []
+    params = spec.get("params", {})
+    if not isinstance(params, dict):
+        errors.append(f"{where}: '{key}.params' must be an object of parameter name -> {{allowed|pattern, default}}")
+        params = {}
+    for pname, pspec in params.items():
+        pkey = f"{key}.params.{pname}"
+        if not _PARAM_NAME.match(pname):
+            errors.append(f"{where}: '{pkey}': a parameter name is letters, digits and '_'")
+        if not isinstance(pspec, dict) or set(pspec) - {"allowed", "pattern", "default"}:
+            errors.append(f"{where}: '{pkey}' must be an object with 'allowed' (a list) or 'pattern', and 'default'")
+            continue
+        allowed = pspec.get("allowed")
+        if "allowed" in pspec and not (isinstance(allowed, list) and allowed and all(isinstance(a, str) for a in allowed)):
+            errors.append(f"{where}: '{pkey}.allowed' must be a non-empty list of strings")
+        if "pattern" in pspec:
+            try:
+                re.compile(pspec["pattern"])
+            except (re.error, TypeError) as exc:
+                errors.append(f"{where}: '{pkey}.pattern' is not a regular expression: {exc}")
+        if "allowed" not in pspec and "pattern" not in pspec:
+            errors.append(f"{where}: '{pkey}' needs 'allowed' or 'pattern': a parameter is never free text")
+        if "default" in pspec and not isinstance(pspec["default"], str):
+            errors.append(f"{where}: '{pkey}.default' must be a string")
+    texts = [*argv, *(v for v in (spec.get("cwd"), spec.get("environment")) if isinstance(v, str))]
+    env = spec.get("env", {})
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        errors.append(f"{where}: '{key}.env' must be an object of strings")
+    else:
+        texts += list(env.values())
+    for field in ("cwd", "environment", "task"):
+        if field in spec and not isinstance(spec[field], str):
+            errors.append(f"{where}: '{key}.{field}' must be a string")
+    timeout = spec.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        errors.append(f"{where}: '{key}.timeout' must be a positive number of seconds")
+    for text in texts:
+        for used in _PLACEHOLDER_NAME.findall(text):
+            if used not in params:
+                errors.append(f"{where}: '{key}' uses {{{used}}}, which is not one of its params")
+    return errors
+
+
+def _validate_intake(intake: Any, where: str, task_types: list[str]) -> list[str]:
+    """The templates and rules of ``github.intake`` (the schema checked their types already)."""
+    templates = intake.get("templates") or {}
+    errors: list[str] = []
+    for name, spec in templates.items():
+        errors += _validate_template(name, spec, where, task_types)
+    for i, rule in enumerate(intake.get("rules") or []):
+        key = f"github.intake.rules[{i}]"
+        if not isinstance(rule, dict) or rule.get("on") not in _RULE_KEYS:
+            errors.append(f"{where}: '{key}' must be an object with 'on': push, issue_comment or label")
+            continue
+        on = rule["on"]
+        errors += [f"{where}: unknown key '{key}.{k}' for on: {on} (valid: {', '.join(_RULE_KEYS[on])})"
+                   for k in rule if k not in _RULE_KEYS[on]]
+        if on == "push":
+            if not isinstance(rule.get("branch"), str) or not rule["branch"]:
+                errors.append(f"{where}: '{key}.branch' must name a branch (a glob such as 'main' or 'release/*')")
+            chain = rule.get("chain")
+            if not (isinstance(chain, list) and chain and all(isinstance(c, str) for c in chain)):
+                errors.append(f"{where}: '{key}.chain' must be a non-empty list of template names")
+                chain = []
+            errors += [f"{where}: '{key}.chain' names '{c}', which is not in github.intake.templates"
+                       for c in chain if c not in templates]
+            errors += [f"{where}: '{key}.chain' template '{c}' needs parameters without defaults; a push fills none"
+                       for c in chain if isinstance(templates.get(c), dict) and any(
+                           isinstance(p, dict) and "default" not in p
+                           for p in (templates[c].get("params") or {}).values())]
+        elif on == "issue_comment":
+            command = rule.get("command")
+            if not (isinstance(command, str) and re.fullmatch(r"/[A-Za-z0-9_-]+", command)):
+                errors.append(f"{where}: '{key}.command' must be one word starting with '/', such as '/deploy'")
+            template = rule.get("template")
+            if template is not None and template not in templates:
+                errors.append(f"{where}: '{key}.template' is '{template}', which is not in github.intake.templates")
+            params = rule.get("params", [])
+            if not (isinstance(params, list) and all(isinstance(p, str) for p in params)):
+                errors.append(f"{where}: '{key}.params' must be a list of parameter names")
+            elif isinstance(templates.get(template), dict):
+                known = templates[template].get("params") or {}
+                errors += [f"{where}: '{key}.params' names '{p}', which is not a parameter of template '{template}'"
+                           for p in params if p not in known]
+        elif "prefix" in rule and not (isinstance(rule["prefix"], str) and rule["prefix"]):
+            errors.append(f"{where}: '{key}.prefix' must be a non-empty string such as 'sentinel:run-'")
+    return errors
 
 def _substitute(value: Any, source: str, environ: Mapping[str, str], errors: list[str]) -> Any:
     if isinstance(value, str):
@@ -367,8 +496,9 @@ class Config:
     def as_dict(self, redact: bool = True) -> dict:
         data = {"shared": copy.deepcopy(self.shared), "worker": copy.deepcopy(self.worker),
                 "sources": list(self.sources)}
-        if redact and data["shared"]["github"].get("token"):
-            data["shared"]["github"]["token"] = REDACTED
+        for secret in ("token", "webhookSecret"):
+            if redact and data["shared"]["github"].get(secret):
+                data["shared"]["github"][secret] = REDACTED
         return data
 
     def __repr__(self) -> str:  # never show the token
@@ -387,9 +517,12 @@ def load_config(config_dir: str | os.PathLike | None = None,
     worker = _defaults(WORKER_SCHEMA)
 
     shared_file = config_dir / "shared.json"
+    intake_source = "merged config"
     if shared_file.is_file():
         data = _read_json(shared_file, environ, errors)
         file_errors = _validate(data, SCHEMA, str(shared_file), SCHEMA)
+        if isinstance(data, dict) and "intake" in (data.get("github") or {}):
+            intake_source = str(shared_file)
         errors.extend(file_errors)
         if not file_errors:
             _merge(shared, data)
@@ -426,6 +559,8 @@ def load_config(config_dir: str | os.PathLike | None = None,
     errors.extend(_validate(worker, WORKER_SCHEMA, "merged worker config", WORKER_SCHEMA))
     errors.extend(_validate(shared, SCHEMA, "merged config", SCHEMA))
     task_types = shared["distributed"]["taskTypes"]
+    if not errors:
+        errors.extend(_validate_intake(shared["github"]["intake"], intake_source, task_types))
     for t in worker["capacity"]["supportedTaskTypes"]:
         if t not in task_types:
             errors.append(f"worker config: supportedTaskTypes has '{t}', which is not one of "

@@ -2,7 +2,7 @@
 
 The ready ``sentinel_celery.app`` is built by the same call, so a user's own app and ours behave alike.
 ``install`` is where the layers meet: it wires the worker layer (worker/), the cluster duties
-(cluster/) and the GitHub mirror (github/) into the app; none of them imports this module.
+(cluster/), the GitHub mirror (github/) and the intake (intake/) into the app; none of them imports this module.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from importlib import import_module
 from celery import Celery
 from kombu import Queue
 
-from sentinel_celery import cluster, github, worker
+from sentinel_celery import cluster, github, intake, worker
 from sentinel_celery.cluster.balancer import Balancer
 from sentinel_celery.config import Config, get_config, set_config
 from sentinel_celery.routing import TaskRouter
@@ -79,6 +79,7 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     worker.connect(app, cfg)
     cluster.connect(app, cfg)
     github.connect(app, cfg)
+    intake.connect(app, cfg)
     if cfg.get("monitoring.taskEvents"):  # Flower's task pages need task events (costs throughput)
         conf.worker_send_task_events = True
     app.sentinel_installed = True

@@ -18,6 +18,7 @@ from sentinel_celery.cli.failover import failover_group, monitor_command
 from sentinel_celery.cli.flower import flower_command
 from sentinel_celery.cli.github import github_group, mirror_command
 from sentinel_celery.cli.hub import hub_command
+from sentinel_celery.cli.intake import intake_group
 from sentinel_celery.cli.locks import locks
 from sentinel_celery.cli.logs import logs_command
 from sentinel_celery.cli.memory import memory_group
@@ -26,7 +27,7 @@ from sentinel_celery.cli.workers import worker, workers
 
 COMMANDS = (config, workers, worker, locks, failover_group, monitor_command, cluster, logs_command, metrics_group,
             alerts_group, github_group, mirror_command, memory_group, autoscale_group, flower_command, hub_command,
-            demo_command)
+            intake_group, demo_command)
 
 
 @click.group(name="sentinel", help="Task Sentinel for Celery: workers, leases, failover and the GitHub mirror.")
