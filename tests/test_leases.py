@@ -149,11 +149,12 @@ def test_distinct_lock_keys_leave_no_state_behind_but_expiring_stats(sentinel_en
     assert "build:0" not in rows and rows["build:29"]["last_token"] == tokens[-1]
 
 
-def test_a_per_name_counter_of_an_earlier_version_still_bounds_the_next_token(sentinel_env, rclient, namespace):
-    rclient.set(f"{namespace}lease:fence:old-name", 10_000)
-    lease = try_acquire("old-name", 30, renew=False)
-    assert lease.token == 10_001 and not rclient.exists(f"{namespace}lease:fence:old-name")
-    assert try_acquire("another", 30, renew=False).token > 10_001
+def test_a_lease_listed_by_an_earlier_version_is_still_fenced_with_its_worker(sentinel_env, rclient, namespace):
+    held = try_acquire("env:old", 30, worker="old-worker", renew=False)
+    rclient.zadd(f"{namespace}leases:recent", {"env:old": 1})  # not in the new index ...
+    rclient.sadd(f"{namespace}worker:old-worker:leases", "env:old")  # ... but in the old per-worker set
+    assert get_backend().fence_worker("old-worker") == ["env:old"]
+    assert held.renew() is False and not rclient.exists(f"{namespace}worker:old-worker:leases")
 
 
 # -- the lock mixin on real workers ------------------------------------------------------------------

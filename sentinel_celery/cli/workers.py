@@ -116,9 +116,7 @@ def worker_status(worker_id, log_lines, as_json):
     info = get_registry(cfg).get(worker_id)
     if info is None:
         fail(f"no worker '{worker_id}' in the registry (see `sentinel workers list`)", code=1)
-    backend = get_backend()
-    names = sorted(backend.client.smembers(backend.worker_key(worker_id)))
-    leases = [h for h in (backend.holder(n) for n in names) if h and h.get("worker") == worker_id]
+    leases = get_backend().held_by(worker_id)
     logs = query(get_redis(cfg.redis_url), cfg.namespace, LogQuery(worker=worker_id), limit=log_lines) \
         if log_lines > 0 else []
     data = {**info.as_dict(), "leases": leases, "recent_logs": logs}

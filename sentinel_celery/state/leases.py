@@ -1,24 +1,34 @@
 """Fenced leases: mutual exclusion with a TTL, owner-checked renew/release and fencing tokens.
 
 A lease is a Redis hash that expires. Every acquisition takes its token from one counter per
-namespace that never expires, so tokens for every name strictly increase, and a name leaves nothing
-behind but its stats, which expire ``statsRetentionSeconds`` after its last acquisition: lock keys
-like ``build:{sha}`` do not make Redis grow without bound. Renew and release compare owner and
-token atomically (Lua), so a holder that was paused past its TTL can neither extend nor delete the
-lease of the holder that came after it. A process-wide :class:`LeaseKeeper` thread renews every
-held lease at about a third of its TTL and marks it lost when renewal is refused.
+namespace that never expires, and never hands out less than Redis' clock in milliseconds × 1000:
+tokens for every name strictly increase, even across a Redis that restarted empty or a failover to
+a replica that lagged (as long as Redis' clock does not go back by more than the time between two
+acquisitions). A name leaves nothing behind but its stats, which expire ``statsRetentionSeconds``
+after its last acquisition, so lock keys like ``build:{sha}`` do not make Redis grow without bound.
+Renew and release compare owner and token atomically (Lua), so a holder that was paused past its
+TTL can neither extend nor delete the lease of the holder that came after it. A process-wide
+:class:`LeaseKeeper` thread renews every held lease at about a third of its TTL and marks it lost
+when renewal is refused.
+
+Speed: each operation is one EVALSHA on a private connection (state/direct.py), with the
+namespace compiled into the script text, so Python passes only the name and the owner's values.
+Reads (listing, stats, metrics) write nothing. A contended ``lease(..., wait=…)`` blocks in BLPOP
+on the lease's wake-up list, which its release (or fencing) pushes to when someone waits: no
+polling, no CPU while waiting; the wait also ends when the holder's TTL runs out.
 
 Redis keys (under the namespace):
-  lease:<name>          hash: owner, token, acquired, expires, worker, task_id (PEXPIRE = ttl)
-  lease:fence           counter: the last token handed out, for all names (never expires)
+  lease:<name>          hash: owner, token, acquired, expires, worker, task_id, [waiting]
+                        (PEXPIRE = ttl)
+  lease:fence           the last token handed out, for all names (never expires)
   lease:stats:<name>    hash: acquisitions, conflicts, waits, releases, lost, fenced, last_token, ...;
                         expires statsRetentionSeconds after the last acquisition
-  leases:held           zset: name -> expiry (ms), for listing without SCAN
-  leases:recent         zset: name -> last acquisition (ms), for stats; older than the retention is
-                        dropped when stats are read
-  (lease:fence:<name>, leases:known: per-name counters and the name set of earlier versions; a
-  per-name counter is folded into lease:fence when its name is next acquired)
-  worker:<id>:leases    set: names held by a worker, so failover can fence them
+  leases:recent         zset: name -> its lease's expiry while held, the release time after (ms):
+                        held leases are the scores ahead of now (listing and failover fencing
+                        without SCAN), stats the names within the retention; trimmed on acquire
+  lease:wake:<name>     list: one item pushed per release while someone waits (expires in 10 s)
+  (worker:<id>:leases, leases:held, lease:fence:<name>: indexes and per-name counters of earlier
+  versions; fencing a worker still reads the first, tokens are above the last by the clock floor)
 """
 from __future__ import annotations
 
@@ -34,7 +44,8 @@ from typing import Callable, Iterator
 import redis
 
 from sentinel_celery.config import get_config
-from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.connection import get_redis, server_time_ms
+from sentinel_celery.state.direct import DirectConnection, LuaScript
 
 logger = logging.getLogger(__name__)
 
@@ -64,80 +75,114 @@ class LeaseLost(Exception):
         return (LeaseLost, (self.name, self.token))
 
 
+# The scripts are compiled per namespace: %(P)s is the namespace as a Lua string literal,
+# %(RETENTION)d the stats retention in ms. Tokens are formatted with %%d: a Lua number of this size
+# would otherwise be written in exponent notation.
+_CLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# ARGV: name, owner, ttl ms, worker, task id, waiting ('1': the caller will wait for a release)
 _ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[3], 'conflicts', 1)
-  local h = redis.call('HMGET', KEYS[1], 'owner', 'token')
-  return {0, h[1], h[2], redis.call('PTTL', KEYS[1])}
-end
-local token = redis.call('INCR', KEYS[2])
-local legacy = redis.call('GET', KEYS[7])
-if legacy then
-  if tonumber(legacy) >= token then
-    token = tonumber(legacy) + 1
-    redis.call('SET', KEYS[2], token)
+local P, name, owner = %(P)s, ARGV[1], ARGV[2]
+local key, stats = P .. 'lease:' .. name, P .. 'lease:stats:' .. name
+local h = redis.call('HMGET', key, 'owner', 'token')
+if h[1] then
+  if h[1] == owner then return {1, h[2]} end  -- our own acquire, sent again after a broken connection
+  redis.call('HINCRBY', stats, 'conflicts', 1)
+  if ARGV[6] == '1' then
+    redis.call('HSET', key, 'waiting', 1)
+    redis.call('HINCRBY', stats, 'waits', 1)
   end
-  redis.call('DEL', KEYS[7])
+  redis.call('PEXPIRE', stats, %(RETENTION)d)
+  return {0, h[1], h[2], redis.call('PTTL', key)}
 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token, 'acquired', now,
-           'expires', now + ttl, 'worker', ARGV[3], 'task_id', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('HINCRBY', KEYS[3], 'acquisitions', 1)
-redis.call('HSET', KEYS[3], 'last_holder', ARGV[1], 'last_worker', ARGV[3], 'last_acquired', now,
-           'last_token', token)
-redis.call('PEXPIRE', KEYS[3], math.max(tonumber(ARGV[6]), 2 * ttl))
-redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
-redis.call('ZADD', KEYS[6], now, ARGV[5])
-if ARGV[3] ~= '' then redis.call('SADD', KEYS[5], ARGV[5]) end
-return {1, token, now}
-"""
-
-_RENEW = """
-local h = redis.call('HMGET', KEYS[1], 'owner', 'token')
-if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then
-  return 0
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+""" + _CLOCK + """
 local ttl = tonumber(ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('HSET', KEYS[1], 'expires', now + ttl)
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
+local token = string.format('%%d', math.max(tonumber(redis.call('GET', P .. 'lease:fence') or '0') + 1, now * 1000))
+redis.call('SET', P .. 'lease:fence', token)
+redis.call('HSET', key, 'owner', owner, 'token', token, 'acquired', now, 'expires', now + ttl,
+           'worker', ARGV[4], 'task_id', ARGV[5])
+if ARGV[6] == '1' then redis.call('HSET', key, 'waiting', 1) end  -- a waiter got it: others may wait too
+redis.call('PEXPIRE', key, ttl)
+redis.call('HINCRBY', stats, 'acquisitions', 1)
+redis.call('HSET', stats, 'last_holder', owner, 'last_worker', ARGV[4], 'last_acquired', now, 'last_token', token)
+redis.call('PEXPIRE', stats, math.max(%(RETENTION)d, 2 * ttl))
+local recent = P .. 'leases:recent'
+redis.call('ZADD', recent, now + ttl, name)
+redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - %(RETENTION)d)
+return {1, token}
+"""
+
+# ARGV: name, owner, token, ttl ms
+_RENEW = """
+local P, name = %(P)s, ARGV[1]
+local key = P .. 'lease:' .. name
+local h = redis.call('HMGET', key, 'owner', 'token')
+if h[1] ~= ARGV[2] or h[2] ~= ARGV[3] then return 0 end
+""" + _CLOCK + """
+local ttl = tonumber(ARGV[4])
+redis.call('PEXPIRE', key, ttl)
+redis.call('HSET', key, 'expires', now + ttl)
+redis.call('ZADD', P .. 'leases:recent', now + ttl, name)
 return 1
 """
 
-_RELEASE = """
-local h = redis.call('HMGET', KEYS[1], 'owner', 'token')
-if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then
-  return 0
+_WAKE = """
+local function wake(name)
+  local list = P .. 'lease:wake:' .. name
+  redis.call('RPUSH', list, 1)
+  redis.call('PEXPIRE', list, 10000)
 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('SREM', KEYS[3], ARGV[3])
-redis.call('HINCRBY', KEYS[4], 'releases', 1)
+"""
+
+# ARGV: name, owner, token
+_RELEASE = """
+local P, name = %(P)s, ARGV[1]
+""" + _WAKE + """
+local key = P .. 'lease:' .. name
+local h = redis.call('HMGET', key, 'owner', 'token', 'waiting')
+if h[1] ~= ARGV[2] or h[2] ~= ARGV[3] then return 0 end
+""" + _CLOCK + """
+redis.call('DEL', key)
+redis.call('ZADD', P .. 'leases:recent', now, name)
+redis.call('HINCRBY', P .. 'lease:stats:' .. name, 'releases', 1)
+if h[3] then wake(name) end
 return 1
 """
 
-# Fence every lease a worker holds: delete it only if that worker still holds it, and bump the
-# fencing counter so the old holder's token is stale even before anyone else acquires.
+# Fence every lease a worker holds (failover): delete it only if that worker still holds it.
+# ARGV: worker
 _FENCE_WORKER = """
-local prefix = ARGV[1]
-local released = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local key = prefix .. 'lease:' .. name
-  if redis.call('HGET', key, 'worker') == ARGV[2] then
+local P, worker = %(P)s, ARGV[1]
+""" + _WAKE + _CLOCK + """
+local recent = P .. 'leases:recent'
+local names = redis.call('ZRANGEBYSCORE', recent, now, '+inf')
+local legacy = P .. 'worker:' .. worker .. ':leases'
+for _, name in ipairs(redis.call('SMEMBERS', legacy)) do table.insert(names, name) end
+redis.call('DEL', legacy)
+local released, seen = {}, {}
+for _, name in ipairs(names) do
+  local key = P .. 'lease:' .. name
+  if not seen[name] and redis.call('HGET', key, 'worker') == worker then
+    local waiting = redis.call('HGET', key, 'waiting')
     redis.call('DEL', key)
-    redis.call('ZREM', prefix .. 'leases:held', name)
-    redis.call('HINCRBY', prefix .. 'lease:stats:' .. name, 'fenced', 1)
+    redis.call('ZADD', recent, now, name)
+    redis.call('HINCRBY', P .. 'lease:stats:' .. name, 'fenced', 1)
+    if waiting then wake(name) end
     table.insert(released, name)
   end
+  seen[name] = true
 end
-redis.call('DEL', KEYS[1])
 return released
 """
+
+
+def lua_string(text: str) -> str:
+    """``text`` as a Lua string literal (bytes other than letters, digits and ``:_-./`` escaped)."""
+    return '"' + "".join(chr(b) if chr(b).isalnum() or chr(b) in ":_-./" else f"\\{b:03d}"
+                         for b in text.encode()) + '"'
 
 
 @dataclass
@@ -151,7 +196,8 @@ class Acquired:
 class LeaseBackend:
     """What the rest of Sentinel needs from a lease store."""
 
-    def acquire(self, name: str, owner: str, ttl_ms: int, worker: str = "", task_id: str = "") -> Acquired:
+    def acquire(self, name: str, owner: str, ttl_ms: int, worker: str = "", task_id: str = "",
+                waiting: bool = False) -> Acquired:
         raise NotImplementedError
 
     def renew(self, name: str, owner: str, token: int, ttl_ms: int) -> bool:
@@ -166,16 +212,26 @@ class LeaseBackend:
     def record(self, name: str, stat: str, amount: int = 1) -> None:
         raise NotImplementedError
 
+    def wait_for_release(self, name: str, timeout: float) -> bool:
+        """Block up to ``timeout`` s until the lease is released; True if woken by a release."""
+        time.sleep(timeout)
+        return False
+
 
 class RedisLeaseBackend(LeaseBackend):
+    #: the longest single BLPOP: under the shared client's socket timeout
+    MAX_BLOCK_S = 5.0
+
     def __init__(self, client: redis.Redis, namespace: str, stats_retention_s: float = 7 * 24 * 3600):
         self.client = client
         self.ns = namespace
         self.stats_retention_ms = int(stats_retention_s * 1000)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._fence = client.register_script(_FENCE_WORKER)
+        self.direct = DirectConnection(client)
+        values = {"P": lua_string(namespace), "RETENTION": self.stats_retention_ms}
+        self._acquire = LuaScript(_ACQUIRE % values)
+        self._renew = LuaScript(_RENEW % values)
+        self._release = LuaScript(_RELEASE % values)
+        self._fence = LuaScript(_FENCE_WORKER % values)
 
     def key(self, name: str) -> str:
         return f"{self.ns}lease:{name}"
@@ -183,37 +239,29 @@ class RedisLeaseBackend(LeaseBackend):
     def stats_key(self, name: str) -> str:
         return f"{self.ns}lease:stats:{name}"
 
-    def worker_key(self, worker: str) -> str:
-        return f"{self.ns}worker:{worker}:leases"
-
-    @property
-    def held_key(self) -> str:
-        return f"{self.ns}leases:held"
+    def wake_key(self, name: str) -> str:
+        return f"{self.ns}lease:wake:{name}"
 
     @property
     def recent_key(self) -> str:
         return f"{self.ns}leases:recent"
 
-    def acquire(self, name, owner, ttl_ms, worker="", task_id=""):
-        keys = [self.key(name), f"{self.ns}lease:fence", self.stats_key(name), self.held_key,
-                self.worker_key(worker), self.recent_key, f"{self.ns}lease:fence:{name}"]
-        res = self._acquire(keys=keys, args=[owner, int(ttl_ms), worker, task_id or "", name,
-                                             self.stats_retention_ms])
-        if int(res[0]) == 1:
+    def acquire(self, name, owner, ttl_ms, worker="", task_id="", waiting=False):
+        """The one place a lease is taken: the acquire script on the private connection."""
+        res = self.direct.run(self._acquire, (), (name, owner, ttl_ms, worker, task_id, "1" if waiting else "0"))
+        if res[0] == 1:
             return Acquired(True, token=int(res[1]))
         return Acquired(False, holder=res[1], token=int(res[2]) if res[2] else None,
                         expires_in_ms=int(res[3]) if res[3] is not None else None)
 
     def renew(self, name, owner, token, ttl_ms):
-        return bool(self._renew(keys=[self.key(name), self.held_key],
-                                args=[owner, str(token), int(ttl_ms), name]))
+        return self.direct.run(self._renew, (), (name, owner, token, ttl_ms)) == 1
 
     def release(self, name, owner, token, worker=""):
-        return bool(self._release(keys=[self.key(name), self.held_key, self.worker_key(worker),
-                                        self.stats_key(name)], args=[owner, str(token), name]))
+        return self.direct.run(self._release, (), (name, owner, token)) == 1
 
     def fence_worker(self, worker):
-        return list(self._fence(keys=[self.worker_key(worker)], args=[self.ns, worker]))
+        return list(self.direct.run(self._fence, (), (worker,)))
 
     def record(self, name, stat, amount=1):
         # the counter may be the key's first field (a name never acquired, or stats already expired):
@@ -223,31 +271,48 @@ class RedisLeaseBackend(LeaseBackend):
         pipe.pexpire(self.stats_key(name), self.stats_retention_ms)
         pipe.execute()
 
-    # -- read side, for the CLI, metrics and the mirror --------------------------------------
+    def wait_for_release(self, name, timeout):
+        # BLPOP on the shared client (a blocking call must not hold the private connection)
+        return self.client.blpop([self.wake_key(name)], timeout=min(max(timeout, 0.01), self.MAX_BLOCK_S)) \
+            is not None
+
+    # -- read side, for the CLI, metrics and the mirror: reads only ---------------------------
     def holder(self, name: str) -> dict | None:
-        data = self.client.hgetall(self.key(name))
-        if not data:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.key(name))
+        pipe.pttl(self.key(name))
+        data, ttl_ms = pipe.execute()
+        return self._holder_row(name, data, ttl_ms)
+
+    @staticmethod
+    def _holder_row(name: str, data: dict, ttl_ms: int) -> dict | None:
+        if not data or "token" not in data:
             return None
+        data.pop("waiting", None)
         data["name"] = name
         data["token"] = int(data["token"])
-        data["ttl_ms"] = self.client.pttl(self.key(name))
+        data["ttl_ms"] = ttl_ms
         return data
 
     def held(self) -> list[dict]:
-        out = []
-        for name in self.client.zrange(self.held_key, 0, -1):
-            info = self.holder(name)
-            if info is None:
-                self.client.zrem(self.held_key, name)  # expired without release: tidy the index
-                continue
-            out.append(info)
-        return out
+        """Every lease held now, by name."""
+        names = self.client.zrangebyscore(self.recent_key, server_time_ms(self.client), "+inf")
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.key(name))
+            pipe.pttl(self.key(name))
+        res = pipe.execute()
+        rows = (self._holder_row(name, res[2 * i], res[2 * i + 1]) for i, name in enumerate(sorted(names)))
+        return [row for row in rows if row is not None]
+
+    def held_by(self, worker: str) -> list[dict]:
+        """The leases a worker holds now."""
+        return [h for h in self.held() if h.get("worker") == worker]
 
     def stats(self) -> list[dict]:
         """Every name acquired within the stats retention, with its counters and current holder."""
-        now_ms = int(time.time() * 1000)
-        self.client.zremrangebyscore(self.recent_key, "-inf", now_ms - self.stats_retention_ms)
-        names = sorted(self.client.zrange(self.recent_key, 0, -1))
+        since = server_time_ms(self.client) - self.stats_retention_ms
+        names = sorted(self.client.zrangebyscore(self.recent_key, since, "+inf"))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.stats_key(name))
@@ -444,15 +509,19 @@ def backoff_delays(attempts: int, delay_ms: int) -> list[float]:
 def try_acquire(name: str, ttl: float, *, owner: str | None = None, worker: str = "", task_id: str = "",
                 backend: LeaseBackend | None = None, renew: bool = True) -> Lease:
     """One atomic attempt; raise :class:`LockContended` if held."""
-    backend = backend or get_backend()
-    owner = owner or new_owner(worker, task_id)
-    res = backend.acquire(name, owner, int(ttl * 1000), worker, task_id)
+    return _attempt(name, ttl, owner or new_owner(worker, task_id), worker, task_id, backend or get_backend(),
+                    renew, waiting=False)
+
+
+def _attempt(name: str, ttl: float, owner: str, worker: str, task_id: str, backend: LeaseBackend, renew: bool,
+             waiting: bool) -> Lease:
+    res = backend.acquire(name, owner, int(ttl * 1000), worker, task_id, waiting)
     if not res.ok:
         raise LockContended(name, res.holder, res.token, res.expires_in_ms)
-    lease = Lease(backend, name, owner, res.token, ttl, worker)
+    held = Lease(backend, name, owner, res.token, ttl, worker)
     if renew:
-        keeper().keep(lease)
-    return lease
+        keeper().keep(held)
+    return held
 
 
 @contextlib.contextmanager
@@ -460,44 +529,43 @@ def lease(name: str, ttl: float | None = None, wait: float | list[float] | None 
           worker: str | None = None, backend: LeaseBackend | None = None) -> Iterator[Lease]:
     """Hold the lease ``name`` for the block, renewed in the background.
 
-    ``wait``: seconds to keep trying (or an explicit list of delays); by default the configured
-    back-off, ``retryDelayMs × 2^n`` for ``retryAttempts`` tries. Raises :class:`LockContended`.
+    ``wait``: seconds to keep waiting for it, or a list of the longest waits between attempts; by
+    default ``retryDelayMs × 2^n`` for ``retryAttempts`` waits. A wait ends as soon as the holder
+    releases (or is fenced) or its TTL runs out, then the lease is tried again; waiting sends no
+    command but one blocking BLPOP per wake-up. Raises :class:`LockContended` when the time is up.
     """
     cfg = get_config()
     ttl = ttl if ttl is not None else cfg.get("distributed.locking.ttlSeconds")
     worker = worker if worker is not None else cfg.worker_id
     backend = backend or get_backend()
     if wait is None:
-        delays = backoff_delays(cfg.get("distributed.locking.retryAttempts"),
-                                cfg.get("distributed.locking.retryDelayMs"))
+        waits = iter(backoff_delays(cfg.get("distributed.locking.retryAttempts"),
+                                    cfg.get("distributed.locking.retryDelayMs")))
     elif isinstance(wait, (int, float)):
-        delays = _delays_within(float(wait))
+        waits = _time_left(float(wait))
     else:
-        delays = list(wait)
-    held = _acquire_waiting(name, ttl, delays, worker=worker, backend=backend)
+        waits = iter(list(wait))
+    held = _acquire_waiting(name, ttl, waits, worker=worker, backend=backend)
     try:
         yield held
     finally:
         held.release()
 
 
-def _delays_within(total: float) -> list[float]:
-    delays, spent, step = [], 0.0, 0.05
-    while spent < total:
-        d = min(step, total - spent)
-        delays.append(d)
-        spent += d
-        step = min(step * 2, 1.0)
-    return delays
+def _time_left(total: float) -> Iterator[float]:
+    deadline = time.monotonic() + total
+    while (left := deadline - time.monotonic()) > 0:
+        yield left
 
 
-def _acquire_waiting(name: str, ttl: float, delays: list[float], *, worker: str, backend: LeaseBackend) -> Lease:
-    for delay in [*delays, None]:
+def _acquire_waiting(name: str, ttl: float, waits: Iterator[float], *, worker: str, backend: LeaseBackend) -> Lease:
+    owner = new_owner(worker)
+    while True:
+        longest = next(waits, None)
         try:
-            return try_acquire(name, ttl, worker=worker, backend=backend)
-        except LockContended:
-            if delay is None:
+            return _attempt(name, ttl, owner, worker, "", backend, True, waiting=longest is not None)
+        except LockContended as exc:
+            if longest is None:
                 raise
-            backend.record(name, "waits")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+            expires_in = exc.expires_in_ms / 1000 + 0.005 if exc.expires_in_ms is not None else longest
+            backend.wait_for_release(name, min(longest, max(expires_in, 0.0)))
