@@ -296,13 +296,13 @@ class RedisLeaseBackend(LeaseBackend):
 
     def held(self) -> list[dict]:
         """Every lease held now, by name."""
-        names = self.client.zrangebyscore(self.recent_key, server_time_ms(self.client), "+inf")
+        names = sorted(self.client.zrangebyscore(self.recent_key, server_time_ms(self.client), "+inf"))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.key(name))
             pipe.pttl(self.key(name))
         res = pipe.execute()
-        rows = (self._holder_row(name, res[2 * i], res[2 * i + 1]) for i, name in enumerate(sorted(names)))
+        rows = (self._holder_row(name, res[2 * i], res[2 * i + 1]) for i, name in enumerate(names))
         return [row for row in rows if row is not None]
 
     def held_by(self, worker: str) -> list[dict]:
