@@ -51,28 +51,32 @@ logger = logging.getLogger(__name__)
 
 
 class LockContended(Exception):
-    """The lease is held by someone else and waiting did not get it."""
+    """The lease is held by someone else and waiting did not get it.
+
+    ``args`` are the fields, not the message, so ``type(exc)(*exc.args)`` — how Celery's result
+    backend rebuilds an exception — gives back the same exception."""
 
     def __init__(self, name: str, holder: str | None = None, token: int | None = None,
                  expires_in_ms: int | None = None):
         self.name, self.holder, self.token, self.expires_in_ms = name, holder, token, expires_in_ms
-        detail = f" (held by {holder}, token {token}" + (
-            f", expires in {expires_in_ms / 1000:.1f}s)" if expires_in_ms is not None else ")") if holder else ""
-        super().__init__(f"lease '{name}' is held by another owner{detail}")
+        super().__init__(name, holder, token, expires_in_ms)
 
-    def __reduce__(self):
-        return (LockContended, (self.name, self.holder, self.token, self.expires_in_ms))
+    def __str__(self) -> str:
+        if not self.holder:
+            return f"lease '{self.name}' is held by another owner"
+        expires = f", expires in {self.expires_in_ms / 1000:.1f}s" if self.expires_in_ms is not None else ""
+        return f"lease '{self.name}' is held by another owner (held by {self.holder}, token {self.token}{expires})"
 
 
 class LeaseLost(Exception):
-    """The lease expired or was taken over while its holder was still running."""
+    """The lease expired or was taken over while its holder was still running (``args``: name, token)."""
 
     def __init__(self, name: str, token: int | None = None):
         self.name, self.token = name, token
-        super().__init__(f"lease '{name}' (token {token}) was lost: it expired or another owner holds it now")
+        super().__init__(name, token)
 
-    def __reduce__(self):
-        return (LeaseLost, (self.name, self.token))
+    def __str__(self) -> str:
+        return f"lease '{self.name}' (token {self.token}) was lost: it expired or another owner holds it now"
 
 
 # The scripts are compiled per namespace: %(P)s is the namespace as a Lua string literal,
