@@ -14,6 +14,7 @@ import re
 import socket
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 STRATEGIES = ("pull", "round_robin", "least_loaded", "capacity_based", "affinity")
 CONFLICT_RESOLUTIONS = ("last_write_wins", "version_check")
@@ -31,6 +32,12 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = errors
         super().__init__("\n".join(errors))
+
+    def describe(self) -> str:
+        """``configuration error: …`` on one line for one problem, one line per problem for several."""
+        if len(self.errors) == 1:
+            return f"configuration error: {self.errors[0]}"
+        return "configuration error:\n  " + "\n  ".join(self.errors)
 
 
 class Free:
@@ -219,6 +226,136 @@ ENVIRONMENT = {
     "SENTINEL_BROKER_PREFIX": ("shared", "redis.brokerKeyPrefix", str),
 }
 
+_DAY_MS, _DAY_S = 86_400_000, 86_400
+
+# Allowed (min, max) of numeric keys, inclusive; None: no bound. A timing of 0 or a negative capacity
+# would make a worker spin on Redis or declare itself dead; such values are refused at load time.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "distributed.locking.ttlSeconds": (1, 7 * _DAY_S),
+    "distributed.locking.retryAttempts": (0, 100),
+    "distributed.locking.retryDelayMs": (1, _DAY_MS),
+    "distributed.locking.statsRetentionSeconds": (60, 365 * _DAY_S),
+    "distributed.heartbeat.intervalMs": (50, 600_000),
+    "distributed.heartbeat.staleThresholdMs": (100, _DAY_MS),
+    "distributed.heartbeat.pingTimeoutMs": (10, 600_000),
+    "distributed.failover.maxRecoveries": (0, 1000),
+    "distributed.failover.visibilityTimeoutSeconds": (1, 365 * _DAY_S),
+    "distributed.failover.offlineRetentionSeconds": (0, 365 * _DAY_S),
+    "distributed.loadBalancer.rebalanceIntervalMs": (100, _DAY_MS),
+    "distributed.loadBalancer.options.startIndex": (0, None),
+    "distributed.loadBalancer.options.affinityTtlSeconds": (1, 365 * _DAY_S),
+    "distributed.memorySync.intervalMs": (50, _DAY_MS),
+    "distributed.memorySync.cacheSize": (0, 10_000_000),
+    "distributed.coordination.dispatchIntervalMs": (10, 600_000),
+    "distributed.coordination.assignmentTtlSeconds": (1, 365 * _DAY_S),
+    "distributed.autoscale.minWorkers": (0, 10_000),
+    "distributed.autoscale.maxWorkers": (1, 10_000),
+    "distributed.autoscale.scaleUpUtilization": (0, 1),
+    "distributed.autoscale.scaleUpQueued": (0, None),
+    "distributed.autoscale.scaleDownUtilization": (0, 1),
+    "distributed.autoscale.scaleDownQueued": (0, None),
+    "distributed.autoscale.step": (1, 10_000),
+    "distributed.autoscale.cooldownSeconds": (0, _DAY_S),
+    "distributed.autoscale.intervalMs": (100, _DAY_MS),
+    "distributed.autoscale.drainTimeoutSeconds": (0, 30 * _DAY_S),
+    "distributed.autoscale.local.concurrency": (1, 1000),
+    "github.mirror.flushIntervalMs": (50, _DAY_MS),
+    "github.mirror.maxWritesPerSecond": (0.001, 10_000),
+    "github.mirror.maxWritesPerMinute": (1, None),
+    "github.mirror.maxWritesPerHour": (1, None),
+    "github.mirror.outboxMaxLen": (100, None),
+    "github.mirror.reserveRequests": (0, None),
+    "github.mirror.dashboardMinIntervalMs": (0, _DAY_MS),
+    "github.mirror.workerRefreshMinutes": (1, 7 * 24 * 60),
+    "github.mirror.reconcileIntervalMs": (0, 7 * _DAY_MS),
+    "github.mirror.retryMaxMs": (1, _DAY_MS),
+    "monitoring.metricsPort": (0, 65535),
+    "monitoring.logStreamMaxLen": (10, None),
+    "monitoring.alerts.utilizationWarning": (0, 1),
+    "monitoring.alerts.healthyWorkersCritical": (0, 1),
+    "monitoring.alerts.queueBacklogWarning": (0, None),
+    "monitoring.alerts.githubBudgetLow": (0, None),
+    "monitoring.alerts.outboxBacklogWarning": (0, None),
+    "monitoring.alerts.intervalMs": (100, _DAY_MS),
+}
+
+WORKER_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "capacity.maxConcurrentTasks": (1, 10_000),
+    "capacity.cpuCores": (1, 100_000),
+    "capacity.memoryMb": (1, None),
+}
+
+# (larger, smaller): the first key must be strictly greater than the second
+ORDERED_KEYS = [
+    ("distributed.heartbeat.staleThresholdMs", "distributed.heartbeat.intervalMs"),
+]
+
+
+def _unit(path: str) -> str:
+    return " ms" if path.endswith("Ms") else " s" if path.endswith("Seconds") else ""
+
+
+def range_problem(path: str, value: Any, ranges: Mapping[str, tuple]) -> str | None:
+    """Why ``value`` is outside the allowed range of ``path`` (None if inside or unbounded)."""
+    low, high = ranges.get(path, (None, None))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if (low is None or value >= low) and (high is None or value <= high) and value == value:
+        return None
+    unit = _unit(path)
+    if high is None:
+        allowed = f"at least {low}{unit}"
+    elif low is None:
+        allowed = f"at most {high}{unit}"
+    else:
+        allowed = f"{low} to {high}{unit}"
+    return f"allowed range: {allowed}"
+
+
+#: URL schemes redis-py's ``Redis.from_url`` accepts
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (works on malformed URLs too)."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":" + REDACTED
+    elif at and userinfo:  # redis://secret@host: a lone userinfo is the password
+        userinfo = REDACTED
+    return f"{scheme}://{userinfo}{at}{hostport}{slash}{path}"
+
+
+def redis_url_problem(url: Any) -> str | None:
+    """What is wrong with a Redis URL, in a few words (None if redis-py can use it)."""
+    if not isinstance(url, str) or not url:
+        return "it is empty"
+    if any(c.isspace() for c in url):
+        return "it contains whitespace"
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in REDIS_URL_SCHEMES:
+        return "it must start with " + ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
+    parts = urlsplit(url)
+    if scheme == "unix":
+        return None if parts.path else "a unix:// URL needs a socket path"
+    try:
+        port = parts.port
+    except ValueError:
+        return f"the port '{parts.netloc.rpartition(':')[2]}' is not a number from 1 to 65535"
+    if port == 0:
+        return "the port must be from 1 to 65535"
+    if not parts.hostname:
+        return "it has no host"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"the database '{db}' is not a number"
+    return None
+
+
 # ${VAR} (required) or ${VAR:-default} (optional, as in the shell)
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -263,7 +400,8 @@ def _closest(key: str, path: str, schema: Mapping, root: Mapping) -> str:
     return match[0] if match else ""
 
 
-def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: str = "") -> list[str]:
+def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: str = "",
+              ranges: Mapping[str, tuple] | None = None) -> list[str]:
     errors: list[str] = []
     if not isinstance(data, dict):
         return [f"{source}: '{prefix.rstrip('.') or '<top>'}' must be an object, got {type(data).__name__}"]
@@ -281,7 +419,7 @@ def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: st
                 errors.append(f"{source}: '{path}' must be an object, got {type(value).__name__}")
             continue
         if "__type__" not in spec:
-            errors.extend(_validate(value, spec, source, root, path + "."))
+            errors.extend(_validate(value, spec, source, root, path + ".", ranges))
             continue
         type_ = spec["__type__"]
         ok = isinstance(value, type_) and not (isinstance(value, bool) and type_ is not bool)
@@ -291,6 +429,32 @@ def _validate(data: Any, schema: Mapping, source: str, root: Mapping, prefix: st
         choices = spec["__choices__"]
         if choices and value not in choices:
             errors.append(f"{source}: '{path}' is {json.dumps(value)}; valid values: {', '.join(choices)}")
+        problem = range_problem(path, value, ranges if ranges is not None else _ranges_for(root))
+        if problem:
+            errors.append(f"{source}: '{path}' is {json.dumps(value)}; {problem}")
+    return errors
+
+
+def _ranges_for(root: Mapping) -> Mapping[str, tuple]:
+    return WORKER_RANGES if root is WORKER_SCHEMA else RANGES if root is SCHEMA else {}
+
+
+def _leaf_paths(data: Any, prefix: str = "") -> list[str]:
+    if not isinstance(data, dict):
+        return [prefix.rstrip(".")] if prefix else []
+    out = []
+    for key, value in data.items():
+        out.extend(_leaf_paths(value, f"{prefix}{key}."))
+    return out
+
+
+def _ordering_errors(shared: Mapping, origins: Mapping[str, str]) -> list[str]:
+    errors = []
+    for larger, smaller in ORDERED_KEYS:
+        big, small = _get_path(shared, larger), _get_path(shared, smaller)
+        if isinstance(big, (int, float)) and isinstance(small, (int, float)) and not big > small:
+            errors.append(f"{origins.get(larger, 'defaults')}: '{larger}' ({big}{_unit(larger)}) must be greater "
+                          f"than '{smaller}' ({small}{_unit(smaller)}, from {origins.get(smaller, 'defaults')})")
     return errors
 
 
@@ -461,10 +625,17 @@ class Config:
     #: the ``worker-<WORKER_ID>.json`` looked for and not found (the worker says so at start)
     missing_worker_file: str | None = None
 
-    def __init__(self, shared: dict, worker: dict, sources: list[str]):
+    def __init__(self, shared: dict, worker: dict, sources: list[str],
+                 origins: Mapping[str, str] | None = None):
         self.shared = shared
         self.worker = worker
         self.sources = sources
+        self.origins = dict(origins or {})
+
+    def source_of(self, dotted: str) -> str:
+        """Where a key's value came from: a file, ``environment (VAR)``, ``overrides`` or ``defaults``
+        (``worker:capacity.maxConcurrentTasks`` for a key of the worker section)."""
+        return self.origins.get(dotted, "defaults")
 
     def get(self, dotted: str, default: Any = None) -> Any:
         return _get_path(self.shared, dotted, default)
@@ -513,6 +684,7 @@ def load_config(config_dir: str | os.PathLike | None = None,
     config_dir = Path(config_dir or environ.get("SENTINEL_CONFIG_DIR") or "./config")
     errors: list[str] = []
     sources = ["defaults"]
+    origins: dict[str, str] = {}  # dotted key -> the source that set it; "worker:<key>" for the worker section
     shared = _defaults(SCHEMA)
     worker = _defaults(WORKER_SCHEMA)
 
@@ -526,6 +698,7 @@ def load_config(config_dir: str | os.PathLike | None = None,
         errors.extend(file_errors)
         if not file_errors:
             _merge(shared, data)
+            origins.update(dict.fromkeys(_leaf_paths(data), str(shared_file)))
         sources.append(str(shared_file))
 
     worker_id = environ.get("WORKER_ID", "")
@@ -537,6 +710,7 @@ def load_config(config_dir: str | os.PathLike | None = None,
             errors.extend(file_errors)
             if not file_errors:
                 _merge(worker, data)
+                origins.update(dict.fromkeys((f"worker:{p}" for p in _leaf_paths(data)), str(worker_file)))
             sources.append(str(worker_file))
 
     for name, (section, dotted, convert) in ENVIRONMENT.items():
@@ -546,7 +720,12 @@ def load_config(config_dir: str | os.PathLike | None = None,
             except ValueError:
                 errors.append(f"environment: {name}={environ[name]!r} is not a valid {dotted} value")
                 continue
+            problem = range_problem(dotted, value, RANGES if section == "shared" else WORKER_RANGES)
+            if problem:
+                errors.append(f"environment: {name}={environ[name]!r} is out of range for {dotted}; {problem}")
+                continue
             _set_path(shared if section == "shared" else worker, dotted, value)
+            origins[dotted if section == "shared" else f"worker:{dotted}"] = f"environment ({name})"
             if "environment" not in sources:
                 sources.append("environment")
 
@@ -555,6 +734,7 @@ def load_config(config_dir: str | os.PathLike | None = None,
         if not path:
             section, path = "shared", dotted
         _set_path(shared if section == "shared" else worker, path, value)
+        origins[path if section == "shared" else f"worker:{path}"] = "overrides"
 
     errors.extend(_validate(worker, WORKER_SCHEMA, "merged worker config", WORKER_SCHEMA))
     errors.extend(_validate(shared, SCHEMA, "merged config", SCHEMA))
@@ -565,12 +745,18 @@ def load_config(config_dir: str | os.PathLike | None = None,
         if t not in task_types:
             errors.append(f"worker config: supportedTaskTypes has '{t}', which is not one of "
                           f"distributed.taskTypes ({', '.join(task_types)})")
+    url_problem = redis_url_problem(shared["redis"]["url"])
+    if url_problem and isinstance(shared["redis"]["url"], str):
+        errors.append(f"{origins.get('redis.url', 'defaults')}: 'redis.url' {redact_url(shared['redis']['url'])!r} "
+                      f"is not a Redis URL: {url_problem}")
+    if not errors:
+        errors.extend(_ordering_errors(shared, origins))
     if errors:
         raise ConfigError(errors)
 
     if not worker["hostname"]:
         worker["hostname"] = socket.gethostname()
-    cfg = Config(shared, worker, sources)
+    cfg = Config(shared, worker, sources, origins)
     if worker_id and str(worker_file) not in sources:
         cfg.missing_worker_file = os.path.abspath(worker_file)
     return cfg

@@ -7,14 +7,17 @@ The ready ``sentinel_celery.app`` is built by the same call, so a user's own app
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from importlib import import_module
 
+import click
 from celery import Celery
 from kombu import Queue
 
 from sentinel_celery import cluster, github, intake, worker
 from sentinel_celery.cluster.balancer import Balancer
-from sentinel_celery.config import Config, get_config, set_config
+from sentinel_celery.config import Config, ConfigError, get_config, set_config
 from sentinel_celery.routing import TaskRouter
 
 logger = logging.getLogger(__name__)
@@ -28,7 +31,7 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
         return app
     if config is not None:
         set_config(config)
-    cfg = config or get_config()
+    cfg = config or _config_or_exit()
     conf = app.conf
 
     if not conf.broker_url:
@@ -84,6 +87,24 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
         conf.worker_send_task_events = True
     app.sentinel_installed = True
     return app
+
+
+#: sysexits.h EX_CONFIG: what a supervisor sees when a worker will not start because of its configuration
+EX_CONFIG = getattr(os, "EX_CONFIG", 78)
+
+
+def _config_or_exit() -> Config:
+    """The configuration; under Celery's command line (``celery -A app worker``) an invalid one ends
+    the process with its errors and EX_CONFIG instead of Celery's "Unable to load celery application"
+    traceback. Anywhere else the :class:`ConfigError` is raised."""
+    try:
+        return get_config()
+    except ConfigError as exc:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and ctx.find_root().command.name == "celery":
+            click.echo(f"sentinel: {exc.describe()}", err=True)
+            sys.exit(EX_CONFIG)
+        raise
 
 
 def create_app(name: str = "sentinel_celery", config: Config | None = None, **celery_options) -> Celery:

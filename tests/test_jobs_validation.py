@@ -4,7 +4,6 @@ Real worker processes run ``workers.deploy.run``; each command records its pid a
 commands were still alive when it started, so an overlap of two deploys to one environment shows.
 """
 import json
-import os
 import sys
 import time
 

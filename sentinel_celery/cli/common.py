@@ -6,22 +6,13 @@ import json
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
 from celery.utils.imports import symbol_by_name
 
-from sentinel_celery.config import ConfigError, get_config
+from sentinel_celery.config import ConfigError, get_config, redact_url
 from sentinel_celery.plugin import create_app
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
@@ -98,7 +89,7 @@ def handles_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            fail("configuration error:\n  " + "\n  ".join(exc.errors))
+            fail(exc.describe())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = redact_url(get_config().redis_url)
             fail(f"cannot reach Redis at {url}: {exc}")
@@ -113,5 +104,8 @@ def celery_app(path: str | None = None):
         return symbol_by_name(path)
     return create_app("sentinel_celery")
 
+
+#: a TCP port; 0 lets the system pick a free one
+PORT = click.IntRange(0, 65535)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

@@ -25,7 +25,8 @@ def config_check(config_dir, as_json):
         if as_json:
             click.echo(json.dumps({"ok": False, "errors": exc.errors}, indent=2))
             sys.exit(1)
-        fail("configuration is invalid:\n  " + "\n  ".join(exc.errors), code=1)
+        fail("configuration is invalid:" + (" " if len(exc.errors) == 1 else "\n  ") + "\n  ".join(exc.errors),
+             code=1)
     data = cfg.as_dict(redact=True)
     data["shared"]["redis"]["url"] = redact_url(data["shared"]["redis"]["url"])
     if as_json:

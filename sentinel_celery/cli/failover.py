@@ -8,7 +8,7 @@ from datetime import datetime
 
 import click
 
-from sentinel_celery.cli.common import celery_app, emit, handles_errors, json_option, table
+from sentinel_celery.cli.common import PORT, celery_app, emit, handles_errors, json_option, table
 from sentinel_celery.cluster.alerts import AlertEvaluator
 from sentinel_celery.cluster.monitor import Monitor
 from sentinel_celery.config import get_config
@@ -70,7 +70,7 @@ def failover_dead_letters(as_json):
 @click.option("--app", "app_path", default=None, help="Celery app to ping workers with (module:attribute); "
                                                        "default: sentinel_celery.app")
 @click.option("--once", is_flag=True, help="One pass (take the lease, check, recover), then exit.")
-@click.option("--metrics-port", type=int, default=None,
+@click.option("--metrics-port", type=PORT, default=None,
               help="Serve /metrics, /health, /cluster/health here (default monitoring.metricsPort; 0 = free port).")
 @click.option("--no-metrics", is_flag=True, help="Do not serve metrics.")
 @click.option("--alerts/--no-alerts", default=True, show_default=True,

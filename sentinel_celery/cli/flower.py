@@ -7,6 +7,7 @@ import sys
 import click
 from celery.app.utils import find_app
 
+from sentinel_celery.cli.common import PORT, handles_errors
 from sentinel_celery.ops.flower import build_flower
 
 
@@ -14,9 +15,10 @@ from sentinel_celery.ops.flower import build_flower
                help="Flower plus a Sentinel tab (/sentinel). Other Flower options (e.g. --url_prefix=...) pass through.")
 @click.option("-A", "--app", "app_name", default="sentinel_celery", show_default=True, help="The Celery app.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--port", type=PORT, default=5555, show_default=True)
 @click.option("--basic-auth", multiple=True, help="user:password (repeatable); requests without it get 401.")
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@handles_errors
 def flower_command(app_name, address, port, basic_auth, flower_args):
     capp = find_app(app_name)
     argv = [f"--address={address}", f"--port={port}", *[f"--basic_auth={a}" for a in basic_auth], *flower_args]

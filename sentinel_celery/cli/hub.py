@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from sentinel_celery.cli.common import PORT
 from sentinel_celery.hub.app import Hub
 from sentinel_celery.hub.ratelimit import Limits
 
@@ -40,7 +41,7 @@ def _parse_app(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 
 @click.command("hub")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind (loopback only).")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--port", default=8765, show_default=True, type=PORT, help="Port; 0 picks a free one.")
 @click.option("--db", default=":memory:", show_default=True, help="SQLite file for the hub's state.")
 @click.option("--repo", "repos", multiple=True, help="owner/name to create if missing (repeatable).")
 @click.option(

@@ -32,6 +32,8 @@ def logs_command(worker_id, level, since, search, task_id, limit, follow, as_jso
         since_at = since_ms(client, parse_since(since)) if since else None
     except ValueError as exc:
         fail(str(exc), code=2)
+    if since and since_at is None:
+        click.echo(f"sentinel: --since {since} reaches back before 1970; showing records of any age", err=True)
     q = LogQuery(worker=worker_id, level=level.upper() if level else None, since_ms=since_at, search=search,
                  task_id=task_id)
     entries = query(client, cfg.namespace, q, limit=limit)

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from sentinel_celery.cli.common import fail, handles_errors
+from sentinel_celery.cli.common import PORT, fail, handles_errors
 from sentinel_celery.cluster.alerts import AlertEvaluator
 from sentinel_celery.config import get_config
 from sentinel_celery.ops.metrics import serve_metrics
@@ -23,7 +23,7 @@ def metrics_group() -> None:
 @metrics_group.command("serve", help="Serve /metrics, /health, /cluster/health and /cluster/metrics (foreground), "
                                       "and evaluate the alert rules every monitoring.alerts.intervalMs.")
 @click.option("--host", default=None, help="Default: monitoring.metricsHost (127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Default: monitoring.metricsPort (9808); 0 picks a free one.")
+@click.option("--port", type=PORT, default=None, help="Default: monitoring.metricsPort (9808); 0 picks a free one.")
 @click.option("--alerts/--no-alerts", default=True, show_default=True,
               help="Evaluate alerts here too (safe with several evaluators: each alert is announced once).")
 @handles_errors

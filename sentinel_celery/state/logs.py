@@ -237,8 +237,10 @@ def follow(client: redis.Redis, namespace: str, q: LogQuery, start_id: str = "$"
                     yield e
 
 
-def since_ms(client: redis.Redis, seconds: float) -> int:
-    return server_time_ms(client) - int(seconds * 1000)
+def since_ms(client: redis.Redis, seconds: float) -> int | None:
+    """Redis time ``seconds`` ago, in ms; None when that is before 1970 (every record is newer)."""
+    now = server_time_ms(client)
+    return None if seconds * 1000 >= now else now - int(seconds * 1000)
 
 
 def format_entry(e: dict) -> str:
