@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,10 @@ from typing import Any
 from sentinel_celery.github.budget import WRITE_METHODS, Budget
 
 logger = logging.getLogger(__name__)
+
+
+#: what an API path may hold: letters, digits, ``_``, ``-``, ``.`` and ``/`` (no ``..``, ``?``, ``%``, ``#``)
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 
 
 class GitHubError(Exception):
@@ -161,6 +166,9 @@ class GitHubClient:
         A ``path`` without a leading slash is relative to the repository (``issues/3``).
         """
         method = method.upper()
+        if not _PLAIN_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+            # a value from a task (a sha, a number) must never lead to another endpoint
+            raise Rejected(f"{method} {path[:100]!r}: refused, not a plain API path", None, path[:100])
         self.wait_turn(method in WRITE_METHODS, path)
         headers = {"If-None-Match": etag} if etag else None
         if not path.startswith("/"):

@@ -15,7 +15,9 @@ One flush (every ``flushIntervalMs``):
    dashboard), oldest first within a priority, for at most about one flush interval, each request
    paced by the budget;
 4. an item that succeeded clears the pending entries it covered; one that GitHub refused for good
-   (404/422/403) is recorded in ``github:rejected`` and cleared; on 5xx, no answer, or a rate limit,
+   (404/422/403), or that failed in Sentinel itself in ``ITEM_ATTEMPTS`` flushes in a row (logged
+   once, with its traceback), is recorded in ``github:rejected`` and cleared, so it never holds up the
+   backlog; on 5xx, no answer, or a rate limit,
    the flush stops and everything stays pending: the next flushes retry with back-off (or after
    ``retry-after``/``x-ratelimit-reset``) and converge, because they re-render from the latest state.
    During an outage's back-off a cheap ``GET /rate_limit`` each flush interval tells when GitHub is
@@ -63,6 +65,9 @@ from sentinel_celery.worker.duty import DutyThread, run_step
 
 logger = logging.getLogger(__name__)
 
+#: flushes in a row an item may fail in Sentinel itself (not in GitHub) before it is given up
+ITEM_ATTEMPTS = 3
+
 LEASE_NAME = "sentinel:github-mirror"
 
 
@@ -87,6 +92,7 @@ class Mirror:
         self.ops: IssueOps | None = None
         self.lease: Lease | None = None
         self.failures = 0
+        self.item_failures: dict[str, int] = {}  # item name -> flushes in a row it failed in Sentinel itself
         self.next_try = 0.0
         self.last_reconcile = time.time()
         self.last_prune = 0.0
@@ -203,10 +209,13 @@ class Mirror:
                 result["rejected"] += 1
             except redis.RedisError:
                 raise
-            except Exception as exc:  # a bug in one item must not stop the others; it stays pending
-                logger.exception("sentinel: mirroring %s failed", w.name)
-                failed_fields.update(p.field for p in w.covers)
-                self.last_error = f"{w.name}: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug in one item must not stop the others
+                if self._item_failed(w, exc):
+                    result["rejected"] += 1
+                else:
+                    failed_fields.update(p.field for p in w.covers)
+        for w in ok:
+            self.item_failures.pop(w.name, None)
         done = {p.field: p for w in ok for p in w.covers if p.field not in failed_fields}
         self.state.done(done.values(), written_at_ms=written_at)
         result["done"] = sum(1 for w in ok if w.run is not None)
@@ -221,6 +230,22 @@ class Mirror:
             self.last_prune = started
             self.state.prune()
         return self._finish(result, started)
+
+    def _item_failed(self, w: Work, exc: Exception) -> bool:
+        """Count a failure of ``w`` in Sentinel itself; True when it was given up (rejected)."""
+        n = self.item_failures[w.name] = self.item_failures.get(w.name, 0) + 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if n == 1:
+            logger.exception("sentinel: mirroring %s failed; it is retried %d more time(s)", w.name,
+                             ITEM_ATTEMPTS - 1)
+        if n < ITEM_ATTEMPTS:
+            self.last_error = f"{w.name}: {reason}"
+            return False
+        logger.error("sentinel: giving up mirroring %s after %d failed flushes (%s); recorded in github:rejected",
+                     w.name, n, reason)
+        self.item_failures.pop(w.name, None)
+        self.state.reject(w.covers, f"failed {n} times in Sentinel: {reason}")
+        return True
 
     def plan(self, ctx: Context) -> list[Work]:
         pending = self.state.pending()

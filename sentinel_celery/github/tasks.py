@@ -60,7 +60,7 @@ def plan(ctx: Context, pending: list[Pending]) -> list[Work]:
     commits: dict[tuple[str, str], list[str]] = {}
     unlinked = []
     for tid, st in merged.items():
-        n, sha = issue_number(st), st.get("sha")
+        n, sha = issue_number(st), render.sha(st.get("sha"), full=True)  # statuses need a full sha
         if n and ctx.mirror_opt("linkedTasks"):
             issues.setdefault(n, []).append(tid)
         if sha and ctx.mirror_opt("commitStatuses"):
@@ -140,6 +140,12 @@ def headline(history: list[dict]) -> str:
     return f"{ICON.get(state, '')} Sentinel: {text}"
 
 
+def _commit_cell(value) -> str:
+    if not value:
+        return "-"
+    return render.sha(value) or "not a commit sha"
+
+
 def comment_body(n: int, history: list[dict], current: dict, current_id: str) -> str:
     st = current
     state = st.get("state") or "QUEUED"
@@ -151,7 +157,7 @@ def comment_body(n: int, history: list[dict], current: dict, current_id: str) ->
             ["queue", st.get("queue") or "-"], ["attempts", st.get("attempts") or 1],
             ["duration", render.duration(st.get("duration"))],
             ["lease", f"{lease} (token {st.get('lease_token')})" if lease else "-"],
-            ["commit", (st.get("sha") or "-")[:40]], ["updated", render.when(st.get("at"))]]
+            ["commit", _commit_cell(st.get("sha"))], ["updated", render.when(st.get("at"))]]
     if st.get("exit_code") is not None:
         rows.insert(6, ["exit code", st.get("exit_code")])
     lines += [render.table(["", ""], rows), ""]
