@@ -218,11 +218,13 @@ class LocalScaler(Scaler):
         with self._lock:
             proc = self.processes.pop(worker_id, None)
         if proc is not None:
-            proc.stop(timeout=60)  # already drained and shut down: this only reaps it
+            proc.stop(timeout=60, exit_grace=30)  # drained and told to shut down: this only reaps it
 
     def stop_all(self) -> None:
-        for worker_id in list(self.processes):
-            self.stop(worker_id)
+        with self._lock:
+            procs, self.processes = list(self.processes.values()), {}
+        for proc in procs:
+            proc.stop()
 
 
 def make_scaler(cfg: Config, **kwargs) -> Scaler:

@@ -46,8 +46,16 @@ class WorkerProcess:
             pass
         self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Warm shutdown (SIGTERM); SIGKILL the group if it does not finish in ``timeout``."""
+    def stop(self, timeout: float = 30.0, *, exit_grace: float = 0.0) -> int | None:
+        """Warm shutdown (SIGTERM); SIGKILL the group if it does not finish in ``timeout``.
+
+        ``exit_grace``: seconds to let a worker that was already told to shut down (remote control) exit
+        by itself first — a SIGTERM that lands while Celery is tearing down can end it by the signal."""
+        if exit_grace and self.alive():
+            try:
+                self.proc.wait(timeout=exit_grace)
+            except subprocess.TimeoutExpired:
+                pass
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
