@@ -69,6 +69,11 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     if conf.broker_transport is None and conf.broker_url == cfg.redis_url and cfg.redis_url.startswith("redis://"):
         # kombu's Redis transport, recording each message's holder with its unacked entry
         conf.broker_transport = "sentinel_celery.broker.redis_transport:TrackingTransport"
+    # A result stored while Redis restarts is retried, so a task that succeeded is not recorded FAILURE.
+    for key, value, default in (("result_backend_always_retry", True, False),
+                                ("result_backend_max_retries", 20, float("inf"))):
+        if key not in conf.changes and conf.get(key) == default:
+            conf[key] = value
     conf.task_acks_late = True
     conf.task_reject_on_worker_lost = True
     conf.worker_concurrency = conf.worker_concurrency or cfg.worker_get("capacity.maxConcurrentTasks")

@@ -135,6 +135,16 @@ class Broker(ABC):
     def remove(self, tag: str) -> Unacked | None:
         """Take the message out of circulation (dead letter); None if it is no longer held."""
 
+    def still_held(self, tags: Iterable[str]) -> set[str]:
+        """Those of ``tags`` still unacknowledged."""
+        return set(self.get_many(tags))
+
+    def put_back_taken(self, message: Unacked) -> list[str]:
+        """A message a consumer took off its queue whose unacknowledged record was never written (the
+        connection broke in between): back to the head of its queue(s), unless it was recorded after all.
+        Returns the queues. Nothing to do where the broker itself keeps what it delivered (AMQP)."""
+        return []
+
     def tag_of(self, request) -> str | None:
         """The delivery tag under which the broker knows a Celery request's message."""
         props = getattr(request, "properties", None) or {}

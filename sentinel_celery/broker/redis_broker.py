@@ -68,6 +68,12 @@ class RedisBroker(Broker):
     def exists(self, tag: str) -> bool:
         return self.unacked.exists(tag)
 
+    def still_held(self, tags: Iterable[str]) -> set[str]:
+        return self.unacked.still_unacked(tags)
+
+    def put_back_taken(self, message: Unacked) -> list[str]:
+        return self.unacked.put_back(message)
+
     def restore(self, tag: str, *, headers: dict | None = None) -> tuple[Unacked, list[str]] | None:
         return self.unacked.restore(tag, headers=headers)
 

@@ -7,6 +7,13 @@ writes the unacked entry. So a message is never unacked without its holder known
 which a kill -9 right after receipt leaves a message only to kombu's visibility timeout — and it
 costs no extra round trip.
 
+A broker reconnect (Redis restarted, or a network blip) makes Celery close the consumer's channel, and kombu
+restores every message the channel held at close. ``TrackingQoS`` leaves out the ones still executing (the task
+goes on running after a reconnect; restoring it would run it twice) and lets them ack through the closed
+channel's client (kombu's own ack finds the channel's connection gone and fails with ``'NoneType' object has no
+attribute 'client'``). A message it cannot restore because Redis is down stays in ``unacked`` under its holder's
+tag; the worker gives it back once Redis answers again (worker/tags.py).
+
 Who the holder is, is not this layer's business: the worker layer sets :data:`current_holder` in a
 worker's main process (worker/tags.py). Without a holder, or when the holder's key lies outside the
 broker's key prefix (the pipeline would write it elsewhere), the QoS behaves exactly as kombu's and
@@ -17,12 +24,16 @@ Redis keys: kombu's ``unacked``/``unacked_index`` (under the broker prefix), and
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import QoS as VirtualQoS
 from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
 
 
 class Holder(Protocol):
@@ -33,6 +44,14 @@ class Holder(Protocol):
 
     def recorded_by_broker(self, tag: str) -> None:
         """``tag`` was written with kombu's own unacked entry."""
+
+    def not_recorded(self, tag: str, message: dict, exchange: str, routing_key: str) -> None:
+        """Redis went away between taking ``message`` off its queue and recording it as unacked: kombu drops
+        it; the holder puts it back once Redis answers."""
+
+    def executing(self) -> set[str]:
+        """Tags of the messages whose task is running now and will go on running after a reconnect
+        (empty while the worker shuts down: then kombu restores everything, as it always does)."""
 
 
 #: the receiving worker's holder, set by the worker layer in the worker's main process
@@ -51,14 +70,69 @@ class TrackingQoS(kombu_redis.QoS):
         key = key[len(prefix):]  # kombu's pipeline adds the broker's key prefix back
         delivery = message.delivery_info
         # kombu's QoS.append, with the SADD in the same transaction.
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
-                .hset(self.unacked_key, delivery_tag,
-                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]])) \
-                .sadd(key, delivery_tag) \
-                .execute()
-            VirtualQoS.append(self, message, delivery_tag)
+        try:
+            with self.pipe_or_acquire() as pipe:
+                pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
+                    .hset(self.unacked_key, delivery_tag,
+                          dumps([message._raw, delivery["exchange"], delivery["routing_key"]])) \
+                    .sadd(key, delivery_tag) \
+                    .execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            holder.not_recorded(str(delivery_tag), message._raw, delivery["exchange"], delivery["routing_key"])
+            raise
+        VirtualQoS.append(self, message, delivery_tag)
         holder.recorded_by_broker(str(delivery_tag))
+
+    def _closed_client(self):
+        """The client of a channel a reconnect closed: kombu can no longer make a pool for it (its transport
+        has no connection: ``'NoneType' object has no attribute 'hostname'``), but the client it had still
+        reaches Redis."""
+        return self.channel.__dict__.get("client")
+
+    def ack(self, delivery_tag):
+        try:
+            return super().ack(delivery_tag)
+        except AttributeError:
+            client = self._closed_client()
+            if client is None:
+                raise
+        self._remove_from_indices(delivery_tag, client.pipeline()).execute()
+        VirtualQoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            return super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            client = self._closed_client()
+            if client is None:
+                raise
+        if requeue:
+            self.restore_by_tag(delivery_tag, client=client, leftmost=True)
+        else:
+            self._remove_from_indices(delivery_tag, client.pipeline()).execute()
+        VirtualQoS.ack(self, delivery_tag)
+
+    def restore_unacked(self, client=None):
+        """kombu's restore at channel close, less what is still executing; a Redis that does not answer leaves
+        the rest in ``unacked`` for the worker to give back later instead of raising."""
+        holder = current_holder
+        executing = holder.executing() if holder is not None else set()
+        left = 0
+        for tag in list(self._delivered):
+            if str(tag) in executing:
+                continue
+            if left:  # Redis is down: do not wait for a refused connection once per message
+                left += 1
+                continue
+            try:
+                self.restore_by_tag(tag, client=client)
+            except (redis.RedisError, OSError, AttributeError) as exc:
+                logger.warning("sentinel: could not give back message %s at channel close (%s); the worker gives "
+                               "it back when Redis answers again", tag, exc)
+                left = 1
+        if left > 1:
+            logger.warning("sentinel: %d message(s) left for the worker to give back once Redis answers", left)
+        self._delivered.clear()
 
 
 class TrackingChannel(kombu_redis.Channel):
@@ -69,3 +143,4 @@ class TrackingTransport(kombu_redis.Transport):
     """``redis://`` as kombu implements it, with ``TrackingQoS``. ``install()`` selects it."""
 
     Channel = TrackingChannel
+

@@ -85,6 +85,14 @@ class UnackedMessages:
     def exists(self, tag: str) -> bool:
         return bool(self.client.hexists(self.unacked_key, tag))
 
+    def still_unacked(self, tags: Iterable[str]) -> set[str]:
+        """Those of ``tags`` still in ``unacked``, in one HMGET."""
+        tags = list(tags)
+        if not tags:
+            return set()
+        return {tag for tag, raw in zip(tags, self.client.hmget(self.unacked_key, tags), strict=True)
+                if raw is not None}
+
     def get_many(self, tags: Iterable[str]) -> dict[str, Unacked]:
         """The given tags that are still unacked, in one round trip."""
         tags = list(tags)
@@ -115,22 +123,37 @@ class UnackedMessages:
         (acked, or another monitor restored it first) or no queue is bound for it any more.
         """
         def plan(taken: Unacked) -> list[tuple[str, str]] | None:
-            queues = self.queues_for(taken.exchange, taken.routing_key)
-            if not queues:
-                return None
-            message = json.loads(json.dumps(taken.message))
-            props = message.setdefault("properties", {})
-            props["delivery_tag"] = str(uuid.uuid4())
-            props.setdefault("delivery_info", {})["redelivered"] = True
-            message.setdefault("headers", {}).update({"redelivered": True, **(headers or {})})
-            payload = json.dumps(message)
-            return [(self.list_key(queue, message), payload) for queue in queues]
+            return self._pushes(taken, headers)
 
         taken = self._take(tag, plan)
         if taken is None:
             return None
         message, pushes = taken
         return message, sorted({key[len(self.prefix):].split(PRIORITY_SEP)[0] for key, _ in pushes})
+
+    def _pushes(self, taken: Unacked, headers: dict | None = None) -> list[tuple[str, str]] | None:
+        queues = self.queues_for(taken.exchange, taken.routing_key)
+        if not queues:
+            return None
+        message = json.loads(json.dumps(taken.message))
+        props = message.setdefault("properties", {})
+        props["delivery_tag"] = str(uuid.uuid4())
+        props.setdefault("delivery_info", {})["redelivered"] = True
+        message.setdefault("headers", {}).update({"redelivered": True, **(headers or {})})
+        payload = json.dumps(message)
+        return [(self.list_key(queue, message), payload) for queue in queues]
+
+    def put_back(self, message: Unacked) -> list[str]:
+        """A message taken off its queue that never reached ``unacked`` (Redis went away in between): back to
+        the head of its queue(s) under a new tag, unless it did reach ``unacked`` after all. Returns the queues."""
+        if self.exists(message.tag):
+            return []  # it was recorded: its holder gives it back (worker/tags.py)
+        pushes = self._pushes(message) or []
+        pipe = self.client.pipeline(transaction=True)
+        for key, payload in pushes:
+            pipe.rpush(key, payload)
+        pipe.execute()
+        return sorted({key[len(self.prefix):].split(PRIORITY_SEP)[0] for key, _ in pushes})
 
     def remove(self, tag: str) -> Unacked | None:
         """Take the message out of circulation (dead letter); None if it is no longer unacked."""

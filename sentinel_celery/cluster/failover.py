@@ -15,6 +15,10 @@ Recovery (with ``heartbeat.recoveryEnabled``):
    FAILURE (:class:`WorkerLostRepeatedly`) instead of killing more workers;
 4. store an event for the CLI (``sentinel failover history``) and the GitHub mirror.
 
+After a Redis outage (restart, failover, network cut) nobody is declared dead for silence the monitor itself
+could not have heard: staleness counts from the moment Redis answered again (state/reconnect.py), and a
+worker that does not answer a ping while its consumer may still be reconnecting is asked again later.
+
 Every step is idempotent and safe when two monitors race (see broker/redis_unacked.py). A monitor that stops
 half-way leaves the pending record behind, and the next pass finishes the job.
 
@@ -45,6 +49,7 @@ from sentinel_celery.state import outbox
 from sentinel_celery.state.connection import get_redis, server_time_ms
 from sentinel_celery.state.failovers import FailoverRecords
 from sentinel_celery.state.leases import RedisLeaseBackend
+from sentinel_celery.state.reconnect import ReconnectGrace
 from sentinel_celery.state.registry import OFFLINE, ONLINE, STALE, RedisRegistry, WorkerInfo
 from sentinel_celery.state.tags import RedisTagTracker
 
@@ -140,6 +145,8 @@ class Failover:
         self._ping = ping or self._celery_ping
         self._declare = self.client.register_script(_DECLARE)
         self._pinged_ok: dict[str, float] = {}
+        self._waiting_logged: dict[str, float] = {}
+        self.grace = ReconnectGrace(self.client, self.stale_ms)
 
     # -- settings --------------------------------------------------------------------------------
     @property
@@ -173,6 +180,9 @@ class Failover:
         stale = self.registry.stale_ids()
         if not stale:
             return events
+        now = server_time_ms(self.client)
+        if self.grace.covers(now):
+            return events  # Redis was away: nobody's silence is long enough yet
         suspects: list[tuple[WorkerInfo, int]] = []
         for worker_id, last_beat in stale:
             info = self.registry.get(worker_id)
@@ -193,6 +203,9 @@ class Failover:
             if info["nodename"] in answering:
                 self._note_alive(info.id, silent_s)
                 continue
+            if self.grace.consumers_may_be_reconnecting(now):
+                self._note_waiting(info.id, silent_s)
+                continue
             dead = self.declare_dead(info, last_beat,
                                      reason=f"no heartbeat for {silent_s:.1f}s and no answer to ping")
             if dead is not None:
@@ -211,6 +224,14 @@ class Failover:
             logger.warning("sentinel: worker %s has not beaten for %.1fs but answers ping; not failing over",
                            worker_id, silent_s)
             self._pinged_ok[worker_id] = now
+
+    def _note_waiting(self, worker_id: str, silent_s: float) -> None:
+        now = time.monotonic()
+        if now - self._waiting_logged.get(worker_id, 0.0) > 30:
+            logger.warning("sentinel: worker %s has not beaten for %.1fs and does not answer ping, but Redis came back "
+                           "only recently and its consumer may still be reconnecting; asking again", worker_id,
+                           silent_s)
+            self._waiting_logged[worker_id] = now
 
     def declare_dead(self, info: WorkerInfo, last_beat: int, *, reason: str,
                      silent_ms: int | None = None) -> DeadWorker | None:

@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Callable
 
+import redis
+
 from sentinel_celery.cluster.failover import Failover
 from sentinel_celery.config import Config
 from sentinel_celery.state.leases import Lease, LockContended, release_quietly, try_acquire
@@ -53,6 +55,14 @@ class Monitor:
 
     def step(self) -> list[dict]:
         """One tick: take or keep the lease; if ours, one failover pass. Returns its events."""
+        try:
+            self.failover.grace.answered()
+            return self._step()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.failover.grace.failed()  # every monitor notes it, leader or not: any may lead when Redis is back
+            raise
+
+    def _step(self) -> list[dict]:
         if not self.is_leader:
             self.lease = None
             if self.failover.client.exists(self.failover.leases.key(LEASE_NAME)):

@@ -4,6 +4,8 @@ Last beats live in one sorted set (score = Redis server time in ms), so "who is 
 ``ZRANGEBYSCORE`` however many workers there are; details live in one hash per worker. Each start
 of a worker is an *incarnation*; a beat from an incarnation that is no longer the registered one
 (it was declared dead, or replaced) is refused, which is how a zombie learns it must re-register.
+A new incarnation never hides an earlier one's work: one that never deregistered (killed, then
+restarted under the same ``WORKER_ID``) is left in ``failover:pending`` for the monitor to recover.
 
 Redis keys (under the namespace):
   workers                  zset: worker id -> last beat (ms) of live workers
@@ -12,6 +14,8 @@ Redis keys (under the namespace):
                            version, incarnation, instance, state, active, reserved, processed,
                            failed, concurrency, last_beat
   worker:<id>:incarnation  counter
+  failover:pending         (state/failovers.py) an earlier incarnation a new one replaced without a
+                           deregistration, for failover to recover
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import redis
 
 from sentinel_celery.config import Config, get_config
 from sentinel_celery.state.connection import get_redis, server_time_ms
+from sentinel_celery.state.failovers import FailoverRecords
 from sentinel_celery.version import __version__
 
 ONLINE, STALE, OFFLINE, STOPPING = "online", "stale", "offline", "stopping"
@@ -32,26 +37,55 @@ DRAINING = "draining"  # set by cluster/drain.py: consumes nothing new, finishin
 class WorkerIdInUse(RuntimeError):
     """Another live process is registered under this worker id."""
 
+    def __init__(self, message: str, *, instance: str = "", hostname: str = "", pid: int = 0, started: int = 0):
+        super().__init__(message)
+        self.instance, self.hostname, self.pid, self.started = instance, hostname, pid, started
 
+
+@dataclass
+class Registration:
+    """A new incarnation; ``replaced`` is the earlier one it took the id from without a deregistration
+    (left to failover as a pending recovery), or ''."""
+
+    incarnation: int
+    replaced: str = ""
+
+
+RESTARTED = ("restarted under the same worker id: the earlier incarnation stopped beating and never "
+             "deregistered")
+
+
+# KEYS: live, worker hash, incarnation counter, offline, failover pending
+# ARGV: id, stale ms, instance, instance it may replace while fresh ('' = none), reason, field, value, ...
 _REGISTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if last and redis.call('HGET', KEYS[2], 'instance') ~= ARGV[3]
-   and (now - tonumber(last)) < tonumber(ARGV[2]) then
-  local h = redis.call('HMGET', KEYS[2], 'hostname', 'pid', 'nodename')
-  return {0, h[1], h[2], now - tonumber(last), h[3]}
+local old = redis.call('HMGET', KEYS[2], 'instance', 'state', 'hostname', 'pid', 'nodename', 'incarnation',
+                       'concurrency', 'last_beat', 'started')
+if last and old[1] ~= ARGV[3] and old[1] ~= ARGV[4] and (now - tonumber(last)) < tonumber(ARGV[2]) then
+  return {0, old[3], old[4], now - tonumber(last), old[5], old[1], old[9]}
+end
+local replaced = ''
+if old[1] and old[1] ~= ARGV[3] and old[2] ~= 'offline' then
+  -- an earlier incarnation that never deregistered: failover gives back what it held
+  local record = {worker_id = ARGV[1], instance = old[1], nodename = old[5] or '', hostname = old[3] or '',
+                  pid = tonumber(old[4]) or 0, incarnation = tonumber(old[6]) or 0,
+                  concurrency = tonumber(old[7]) or 1, last_beat = tonumber(last or old[8]) or 0,
+                  declared_at = now, by = ARGV[1] .. ' (restarted)', reason = ARGV[5]}
+  redis.call('HSET', KEYS[5], old[1], cjson.encode(record))
+  replaced = old[1]
 end
 local incarnation = redis.call('INCR', KEYS[3])
 redis.call('DEL', KEYS[2])
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[2], 'incarnation', incarnation, 'state', 'online', 'last_beat', now,
            'registered', now)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-return {1, incarnation, now}
+return {1, incarnation, now, replaced}
 """
 
 _BEAT = """
@@ -147,17 +181,27 @@ class RedisRegistry:
 
     def register(self, worker_id: str, instance: str, fields: dict) -> int:
         """Register a new incarnation; raise :class:`WorkerIdInUse` if a live one holds the id."""
+        return self.register_incarnation(worker_id, instance, fields).incarnation
+
+    def register_incarnation(self, worker_id: str, instance: str, fields: dict, *, replace: str = "",
+                             reason: str = RESTARTED) -> Registration:
+        """Register a new incarnation. An earlier one that never deregistered is not overwritten silently: it
+        becomes a pending failover recovery (``failover:pending``), so its tasks are given back. Raise
+        :class:`WorkerIdInUse` if an earlier one beat within the stale threshold, unless it is ``replace``
+        (the caller knows its process is gone)."""
         fields = {"id": worker_id, "instance": instance, "version": __version__, **fields}
         res = self._register(
             keys=[self.live_key, self.worker_key(worker_id), f"{self.worker_key(worker_id)}:incarnation",
-                  self.offline_key],
-            args=[worker_id, self.stale_ms, instance, *self._flatten(fields)])
+                  self.offline_key, FailoverRecords(self.client, self.ns).pending_key],
+            args=[worker_id, self.stale_ms, instance, replace, reason, *self._flatten(fields)])
         if int(res[0]) == 0:
+            hostname, pid, age_ms, nodename, old_instance, started = res[1:7]
             raise WorkerIdInUse(
-                f"worker id '{worker_id}' is already in use by a live worker ({res[4] or '?'}, pid {res[2]} "
-                f"on {res[1]}, last heartbeat {int(res[3]) / 1000:.1f}s ago); give this worker another "
-                f"WORKER_ID, or stop the other one first")
-        return int(res[1])
+                f"worker id '{worker_id}' is already in use by a live worker ({nodename or '?'}, pid {pid} "
+                f"on {hostname}, last heartbeat {int(age_ms) / 1000:.1f}s ago); give this worker another "
+                f"WORKER_ID, or stop the other one first",
+                instance=old_instance or "", hostname=hostname or "", pid=int(pid or 0), started=int(started or 0))
+        return Registration(int(res[1]), res[3] or "")
 
     def beat(self, worker_id: str, instance: str, load: dict) -> bool:
         """Record a heartbeat; False means this incarnation is no longer the registered one."""

@@ -22,7 +22,9 @@ import redis
 from celery.worker import state as worker_state
 
 from sentinel_celery.config import Config
-from sentinel_celery.state.registry import STOPPING, get_registry
+from sentinel_celery.state.leases import RedisLeaseBackend
+from sentinel_celery.state.registry import STOPPING, WorkerIdInUse, get_registry
+from sentinel_celery.worker.liveness import incarnation_gone
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,12 @@ class WorkerRuntime:
         self.nodename = worker.hostname
         self.instance = uuid.uuid4().hex
         self.registry = get_registry(cfg)
+        self.leases = RedisLeaseBackend(self.registry.client, cfg.namespace)
         self.interval = cfg.get("distributed.heartbeat.intervalMs") / 1000.0
         self.incarnation = 0
         self.stopped = threading.Event()
+        #: set at a warm shutdown's start: the pool is finishing, nothing new is taken
+        self.stopping = False
         self._thread: threading.Thread | None = None
         self.beats = 0
         #: monotonic time just before sending the last beat Redis accepted: the registry cannot
@@ -88,9 +93,27 @@ class WorkerRuntime:
         }
 
     def register(self) -> None:
-        self.incarnation = self.registry.register(self.worker_id, self.instance, self.registration())
+        fields = self.registration()
+        try:
+            reg = self.registry.register_incarnation(self.worker_id, self.instance, fields)
+        except WorkerIdInUse as exc:
+            if not incarnation_gone(exc.hostname, exc.pid, exc.started, this_host=fields["hostname"]):
+                raise
+            logger.warning("sentinel: worker id %s is still registered to an earlier incarnation (pid %s on %s) whose "
+                           "process is gone; taking the id over", self.worker_id, exc.pid, exc.hostname)
+            reg = self.registry.register_incarnation(
+                self.worker_id, self.instance, fields, replace=exc.instance,
+                reason=f"restarted under the same worker id: the earlier incarnation's process (pid {exc.pid} on "
+                       f"{exc.hostname}) is gone")
+        self.incarnation = reg.incarnation
         logger.info("sentinel: registered worker %s (incarnation %s, queues %s)",
                     self.worker_id, self.incarnation, ",".join(self.queues()))
+        if reg.replaced:
+            # Nothing of this incarnation holds a lease yet: every lease under this worker id is the earlier one's.
+            fenced = self.leases.fence_worker(self.worker_id)
+            logger.warning("sentinel: worker %s restarted without deregistering its earlier incarnation; failover "
+                           "gives back the tasks it held%s", self.worker_id,
+                           f" (its leases are fenced: {', '.join(fenced)})" if fenced else "")
 
     def start(self) -> None:
         self.register()
@@ -130,6 +153,7 @@ class WorkerRuntime:
                 logger.exception("sentinel: heartbeat error")
 
     def mark_stopping(self) -> None:
+        self.stopping = True
         try:
             self.registry.set_state(self.worker_id, STOPPING)
         except redis.RedisError:

@@ -9,7 +9,13 @@ then leaves that message to the broker's own redelivery).
 Tags are not removed on ack (that would be a second write per task): at each heartbeat the worker
 removes, in one SREM, the tags its channel no longer holds.
 
-Redis keys: ``tags:<instance>`` (see state/tags.py).
+After a broker reconnect (Redis restarted, a network blip) Celery drops what it had prefetched on the old
+channel, and kombu's restore of those messages fails if Redis is still down: they would stay in ``unacked``,
+held by a worker that no longer knows them, until the visibility timeout. At each beat the worker checks the
+tags it recorded that its channel no longer holds: one still unacked and not executing here, two beats in a
+row, is given back to its queue (broker/base.py).
+
+Redis keys: ``tags:<instance>`` (see state/tags.py); the broker's ``unacked`` (read, and restore).
 """
 from __future__ import annotations
 
@@ -18,8 +24,11 @@ import threading
 
 import redis
 from celery import signals
+from celery.worker import state as worker_state
 
 from sentinel_celery.broker import redis_transport
+from sentinel_celery.broker.base import Broker, Unacked
+from sentinel_celery.broker.factory import UnsupportedBroker, broker_for
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.tags import RedisTagTracker
 from sentinel_celery.worker.runtime import WorkerRuntime
@@ -30,8 +39,11 @@ logger = logging.getLogger(__name__)
 class WorkerTags:
     """The worker main process's side: record on receive, prune at each beat, drop at shutdown."""
 
-    def __init__(self, runtime, tracker: RedisTagTracker, ttl_s: int):
+    def __init__(self, runtime, tracker: RedisTagTracker, ttl_s: int, unacked: Broker | None = None):
         self.runtime = runtime
+        self.unacked = unacked
+        self._orphans: set[str] = set()
+        self._not_recorded: list[Unacked] = []
         self.tracker = tracker
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
@@ -48,6 +60,30 @@ class WorkerTags:
         """``TrackingQoS`` wrote ``tag`` with kombu's own unacked entry."""
         with self._lock:
             self._recorded.add(tag)
+
+    def executing(self) -> set[str]:
+        if self.runtime.stopping:
+            return set()
+        tags = (getattr(getattr(r, "message", None), "delivery_tag", None) for r in tuple(worker_state.active_requests))
+        return {str(tag) for tag in tags if tag is not None}
+
+    def not_recorded(self, tag: str, message: dict, exchange: str, routing_key: str) -> None:
+        with self._lock:
+            self._not_recorded.append(Unacked(tag, message, exchange or "", routing_key or ""))
+
+    def _put_back_not_recorded(self) -> None:
+        with self._lock:
+            waiting, self._not_recorded = self._not_recorded, []
+        for message in waiting:
+            try:
+                queues = self.unacked.put_back_taken(message)
+            except redis.RedisError:
+                with self._lock:
+                    self._not_recorded.append(message)
+                raise
+            if queues:
+                logger.warning("sentinel: put task %s back on %s: Redis went away as this worker took it",
+                               message.task_id, ",".join(queues))
 
     def on_task_received(self, sender=None, request=None, **kwargs) -> None:
         message = getattr(request, "message", None)
@@ -91,6 +127,8 @@ class WorkerTags:
         return {str(t) for t in set(delivered) - set(getattr(qos, "_dirty", ()) or ())}
 
     def on_beat(self, runtime) -> None:
+        if self._not_recorded and self.unacked is not None:
+            self._put_back_not_recorded()
         with self._lock:
             recorded = set(self._recorded)
         held = self.held_now()
@@ -106,9 +144,31 @@ class WorkerTags:
                 self._recorded = set(held)
             return
         gone = recorded - held
+        if gone and self.unacked is not None:
+            gone -= self._give_back_orphans(gone)
         self.tracker.forget(runtime.instance, gone, self.ttl_s)
         with self._lock:
             self._recorded -= gone
+
+    def _give_back_orphans(self, gone: set[str]) -> set[str]:
+        """Of the tags the channel no longer holds, give back the orphans seen twice; returns the tags to keep."""
+        still = self.unacked.still_held(gone)
+        if not still:
+            self._orphans = set()
+            return set()
+        executing = self.executing()
+        orphans = still - executing
+        confirmed = orphans & self._orphans
+        self._orphans = orphans - confirmed
+        given = []
+        for tag in confirmed:
+            done = self.unacked.restore(tag)
+            if done is not None:
+                given.append(done[0].task_id)
+        if given:
+            logger.warning("sentinel: gave back %d message(s) this worker had taken before a broker reconnect and "
+                           "no longer holds: %s", len(given), ", ".join(str(t) for t in given))
+        return (still & executing) | self._orphans
 
     def on_stop(self, runtime) -> None:
         # Deregistered: anything still unacked is restored by kombu at channel close (warm
@@ -122,7 +182,11 @@ class WorkerTags:
 def _start(runtime: WorkerRuntime) -> None:
     cfg = runtime.cfg
     tracker = RedisTagTracker(get_redis(cfg.redis_url), cfg.namespace)
-    runtime.tags = WorkerTags(runtime, tracker, cfg.get("distributed.failover.offlineRetentionSeconds"))
+    try:
+        unacked = broker_for(runtime.worker.app)
+    except UnsupportedBroker:
+        unacked = None
+    runtime.tags = WorkerTags(runtime, tracker, cfg.get("distributed.failover.offlineRetentionSeconds"), unacked)
     redis_transport.current_holder = runtime.tags
 
 

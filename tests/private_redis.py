@@ -1,0 +1,86 @@
+"""A private redis-server for fault tests: start, stop (kill -9 or SHUTDOWN) and restart it on the same
+free loopback port, with or without append-only persistence.
+
+    with PrivateRedis(appendonly=True) as server:
+        url = server.url
+        server.stop()            # Redis is down: clients get ConnectionError
+        server.start()           # back on the same port, with its AOF (or empty without it)
+
+Tests that need Redis to go away use this, never the shared Redis.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+
+from sentinel_celery.ops.embedded import free_port, redis_answers, redis_binary
+
+
+class PrivateRedis:
+    def __init__(self, *, appendonly: bool = False, port: int | None = None):
+        self.appendonly = appendonly
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="sentinel-faults-redis-")
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning",
+                "--appendonly", "yes" if self.appendonly else "no"]
+        if self.appendonly:
+            argv += ["--appendfsync", "always"]  # nothing acknowledged is lost on a kill -9
+        return argv
+
+    def start(self, timeout: float = 15.0) -> str:
+        if self.running():
+            return self.url
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.proc.stderr.read().decode(errors='replace')}")
+            if redis_answers(self.url, 0.2):
+                self.starts += 1
+                return self.url
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: what an append-only file holds survives, nothing else."""
+        if self.running():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+
+    def stop(self) -> None:
+        """Redis goes away (kill -9, so no final save beyond what append-only already wrote)."""
+        self.kill()
+
+    def restart(self, down_s: float = 0.0) -> str:
+        self.stop()
+        time.sleep(down_s)
+        return self.start()
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "PrivateRedis":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
