@@ -2,15 +2,23 @@
 threshold (append-only on: Redis comes back with its data), and a restart that comes back empty."""
 from __future__ import annotations
 
+import json
+import logging
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
+from click.testing import CliRunner
 
+from sentinel_celery.cli import main as cli
+from sentinel_celery.cluster.alerts import AlertEvaluator, GitHubIssueSink, LogSink, WebhookSink
 from sentinel_celery.cluster.processes import wait_for
-from sentinel_celery.config import load_config, set_config
+from sentinel_celery.config import get_config, load_config, set_config
 from sentinel_celery.state.failovers import read_events
+from sentinel_celery.state.outbox import outbox_key
 from sentinel_celery.state.registry import get_registry
 from tests import fault_jobs  # noqa: F401  (the client routes these by their task type)
 from tests.conftest import dump_logs
@@ -88,3 +96,77 @@ def test_redis_outage_longer_than_the_stale_threshold_declares_nobody_dead(worke
     assert read_events(rclient, namespace, 10) == [], logs
     assert {w.id: w.status for w in get_registry().workers()} == {f"rf-{i}": "online" for i in range(3)}
     assert not any(re.search(r"\) declared dead:|was declared dead", p.log()) for p in procs), logs
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("persistence", [False], ids=["no-persistence"])
+def test_redis_restarting_empty_is_reported_not_mistaken_for_a_failover(workers, celery_client, private_redis, rclient,
+                                                                         namespace, runlog, webhook, caplog):
+    procs = [workers.start(f"re-{i}", queues=["build"], concurrency=2, include=INCLUDE, wait=False) for i in range(2)]
+    for p in procs:
+        workers.wait_ready(p)
+    long = celery_client.send_task("tests.faults.work", kwargs={"n": -1, "seconds": 6})
+    wait_for(lambda: tally(runlog)["starts"], 30, message="the long task to start")
+    for i in range(30):  # queued: most of them vanish with Redis' data
+        celery_client.send_task("tests.faults.work", kwargs={"n": i, "seconds": 0.5})
+    wait_for(lambda: tally(runlog)["ends"] >= 4, 60, message="a few tasks to finish")
+    assert rclient.get(f"{namespace}cluster:marker")
+    private_redis.restart(down_s=1.0)
+    restarted_at = time.time()
+
+    def errors():
+        return [line for p in procs for line in p.log().splitlines() if "Redis lost its data" in line]
+    wait_for(lambda: len(errors()) == len(procs), 30, message="every worker to report the data loss")
+    time.sleep(1.5)  # a few more beats: still once each
+    logs = dump_logs(procs)
+    lines = errors()
+    assert len(lines) == len(procs) and all("ERROR" in line and "(restarted empty at " in line for line in lines), logs
+    assert not any(re.search(r"was declared dead|given to other workers", p.log()) for p in procs), logs
+
+    out = CliRunner().invoke(cli, ["cluster", "health", "--json"])
+    assert out.exit_code == 1, out.output
+    health = json.loads(out.output)
+    assert health["status"] == "critical"
+    (reason,) = [r for r in health["reasons"] if r["alert"] == "redis_data_loss"]
+    assert reason["summary"].startswith("Redis lost its data (restarted empty at ")
+    assert reason["summary"].endswith("); queued tasks may be lost")
+
+    # the usual channels: log, the GitHub mirror's outbox (an issue), the webhook
+    url, received = webhook
+    evaluator = AlertEvaluator(get_config(), celery_client, sinks=[LogSink(), GitHubIssueSink(), WebhookSink(url)])
+    with caplog.at_level(logging.WARNING, logger="sentinel.alerts"):
+        opened = [t for t in evaluator.tick() if t.alert["name"] == "redis_data_loss"]
+    assert [t.op for t in opened] == ["open"] and opened[0].alert["severity"] == "critical"
+    assert any("Redis lost its data" in r.getMessage() and r.levelno == logging.CRITICAL for r in caplog.records)
+    assert any(f["o"] == "redis_data_loss" for _, f in rclient.xrange(outbox_key(namespace)))
+    wait_for(lambda: [b for b in received if b["alert"]["name"] == "redis_data_loss"], 15, message="the webhook")
+
+    # fencing: the long task's message vanished with Redis' data, not to another worker: its result is kept
+    assert long.get(timeout=30)["n"] == -1
+    assert time.time() - restarted_at < 30
+
+    out = CliRunner().invoke(cli, ["cluster", "clear-data-loss"])
+    assert out.exit_code == 0 and out.output.startswith("cleared: Redis lost its data"), out.output
+    health = json.loads(CliRunner().invoke(cli, ["cluster", "health", "--json"]).output)
+    assert not [r for r in health["reasons"] if r["alert"] == "redis_data_loss"]

@@ -16,6 +16,8 @@ from sentinel_celery.cluster.balancer import load_distribution
 from sentinel_celery.cluster.snapshot import collect_snapshot
 from sentinel_celery.config import get_config
 from sentinel_celery.ops.metrics import cluster_health, cluster_metrics
+from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.marker import clear_data_loss
 
 cluster = click.Group("cluster", help="Cluster-wide views: metrics, health, load distribution.")
 
@@ -76,6 +78,15 @@ def cluster_health_command(as_json):
     emit(health, as_json, render)
     if health["status"] == CRITICAL:
         sys.exit(1)
+
+
+@cluster.command("clear-data-loss",
+                 help="Acknowledge that Redis lost its data: clears the record that keeps health critical.")
+@handles_errors
+def cluster_clear_data_loss_command():
+    cfg = get_config()
+    loss = clear_data_loss(get_redis(cfg.redis_url), cfg.namespace)
+    click.echo(f"cleared: {loss.summary}" if loss else "no data loss recorded")
 
 
 @cluster.command("load-distribution",

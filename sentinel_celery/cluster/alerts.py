@@ -3,6 +3,7 @@
 :func:`evaluate_alerts` is a pure function of a snapshot (:mod:`.snapshot`) and thresholds
 (``monitoring.alerts.*``):
 
+  redis_data_loss    critical  Redis came back empty (state/marker.py), until ``sentinel cluster clear-data-loss``
   workers_unhealthy  critical  healthy (beating) workers < healthyWorkersCritical of live workers, or none
   workers_stale      warning   some worker missed its heartbeats (not yet declared dead)
   utilization_high   warning   busy slots / slots of healthy workers > utilizationWarning
@@ -93,6 +94,11 @@ def evaluate_alerts(snapshot: dict, thresholds: Thresholds | None = None) -> lis
     """The alerts a snapshot warrants, most severe first. Pure: no I/O."""
     t = thresholds or Thresholds()
     alerts: list[Alert] = []
+    loss = snapshot.get("data_loss")
+    if loss:
+        alerts.append(Alert("redis_data_loss", "redis_data_loss", CRITICAL, loss["summary"],
+                            float(loss.get("restarted_at") or 0), 0.0,
+                            {"restarted_at": loss.get("restarted_at"), "detected_by": loss.get("by")}))
     live = [w for w in snapshot.get("workers", []) if w["status"] != "offline"]
     healthy = [w for w in live if w["status"] != "stale"]
     stale = [w for w in live if w["status"] == "stale"]

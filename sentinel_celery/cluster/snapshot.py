@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 import redis
@@ -38,6 +39,7 @@ from sentinel_celery.github.mirror import mirror_status
 from sentinel_celery.state.connection import get_redis, server_time_ms
 from sentinel_celery.state.failovers import failover_summary, read_events
 from sentinel_celery.state.leases import RedisLeaseBackend
+from sentinel_celery.state.marker import read_data_loss
 from sentinel_celery.state.registry import RedisRegistry
 from sentinel_celery.state.taskstats import read_latency, read_outcomes
 
@@ -119,7 +121,13 @@ def collect_snapshot(cfg: Config, app=None, client: redis.Redis | None = None) -
         "failover": failover_summary(cfg, client),
         "github": mirror_status(cfg, client),
         "alerts": read_firing_alerts(client, ns),
+        "data_loss": _data_loss(client, ns),
     }
+
+
+def _data_loss(client: redis.Redis, namespace: str) -> dict | None:
+    loss = read_data_loss(client, namespace)
+    return None if loss is None else {**asdict(loss), "summary": loss.summary}
 
 
 def live_workers(snapshot: dict) -> list[dict]:

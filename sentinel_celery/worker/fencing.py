@@ -18,7 +18,10 @@ a result over the re-run's. So:
 Younger executions skip the check — the registry cannot have declared the worker dead before
 ``stamp + staleThresholdMs`` — so a healthy worker pays nothing for it.
 
-Redis keys: none of its own; reads the broker's ``unacked`` hash (see broker/redis_unacked.py).
+A message is also gone when Redis lost its data (restarted empty): the cluster marker the request was
+received under (state/marker.py) tells the two apart, and then the outcome is kept.
+
+Redis keys: none of its own; reads ``cluster:marker`` and the broker's ``unacked`` hash (see broker/redis_unacked.py).
 """
 from __future__ import annotations
 
@@ -33,20 +36,26 @@ from celery.worker import state as worker_state
 
 from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.config import get_config
+from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.marker import current_marker
 from sentinel_celery.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
 STAMP = "sentinel_fence"
+MARKER = "sentinel_marker"  # the cluster marker when the message was received (state/marker.py)
 
 _brokers: dict[int, object] = {}  # per process (pool child): the app's Broker
 
 
-def stamp_request(request, beat_sent_at: float) -> None:
-    """Main process, ``task_received``: remember when this worker was last known to be alive."""
+def stamp_request(request, beat_sent_at: float, marker: str | None = None) -> None:
+    """Main process, ``task_received``: remember when this worker was last known to be alive, and which
+    incarnation of the cluster's data it received the message from."""
     task = getattr(request, "task", None)
     if task is not None and getattr(task, "acks_late", False):
         request.request_dict[STAMP] = beat_sent_at
+        if marker:
+            request.request_dict[MARKER] = marker
 
 
 def _window_s() -> float:
@@ -72,10 +81,23 @@ def still_ours(app, request) -> bool:
     if tag is None:
         return True
     try:
-        return broker.exists(tag)
+        return broker.exists(tag) or _data_lost_since(request)
     except Exception as exc:  # cannot tell: let it through rather than lose a result
         logger.warning("sentinel: could not check whether task %s is still ours: %s", request.id, exc)
         return True
+
+
+def _data_lost_since(request) -> bool:
+    """The message is gone because Redis lost its data, not because failover gave it to another worker."""
+    marker = getattr(request, MARKER, None)
+    if not marker:
+        return False
+    cfg = get_config()
+    if current_marker(get_redis(cfg.redis_url), cfg.namespace) == marker:
+        return False
+    logger.warning("sentinel: task %s: its message is gone because Redis lost its data, not because it was given "
+                   "to another worker; its outcome is kept", request.id)
+    return True
 
 
 def check_before_start(task) -> None:
@@ -108,7 +130,7 @@ def guard_result_backend(backend, app) -> None:
 def _on_task_received(sender=None, request=None, **kwargs) -> None:
     runtime = WorkerRuntime.current
     if runtime is not None and request is not None:
-        stamp_request(request, runtime.beat_sent_at)
+        stamp_request(request, runtime.beat_sent_at, runtime.marker.known)
 
 
 def _on_fenced(runtime: WorkerRuntime) -> None:

@@ -23,6 +23,7 @@ from celery.worker import state as worker_state
 
 from sentinel_celery.config import Config
 from sentinel_celery.state.leases import RedisLeaseBackend
+from sentinel_celery.state.marker import ClusterMarker
 from sentinel_celery.state.registry import STOPPING, WorkerIdInUse, get_registry
 from sentinel_celery.worker.liveness import incarnation_gone
 
@@ -51,6 +52,7 @@ class WorkerRuntime:
         self.instance = uuid.uuid4().hex
         self.registry = get_registry(cfg)
         self.leases = RedisLeaseBackend(self.registry.client, cfg.namespace)
+        self.marker = ClusterMarker(self.registry.client, cfg.namespace)
         self.interval = cfg.get("distributed.heartbeat.intervalMs") / 1000.0
         self.incarnation = 0
         self.stopped = threading.Event()
@@ -93,6 +95,7 @@ class WorkerRuntime:
         }
 
     def register(self) -> None:
+        self.marker.ensure()
         fields = self.registration()
         try:
             reg = self.registry.register_incarnation(self.worker_id, self.instance, fields)
@@ -135,10 +138,17 @@ class WorkerRuntime:
                 except Exception:
                     logger.exception("sentinel: beat hook failed")
         if not ok and not self.stopped.is_set():
-            logger.warning("sentinel: worker %s incarnation %s was declared dead; re-registering",
-                           self.worker_id, self.incarnation)
-            for hook in list(self.on_fenced):
-                hook(self)
+            loss = self.marker.lost(by=self.worker_id)
+            if loss is not None:
+                # Not a failover: nobody declared this worker dead or gave its tasks to anyone.
+                logger.error("sentinel: %s. This worker's registration, leases and held messages were lost with it; "
+                             "re-registering (sentinel cluster health is critical until `sentinel cluster "
+                             "clear-data-loss`)", loss.summary)
+            else:
+                logger.warning("sentinel: worker %s incarnation %s was declared dead; re-registering",
+                               self.worker_id, self.incarnation)
+                for hook in list(self.on_fenced):
+                    hook(self)
             self.instance = uuid.uuid4().hex
             self.register()
         return ok
