@@ -15,8 +15,9 @@ from sentinel_celery.config import load_config, set_config
 from sentinel_celery.ops.embedded import EmbeddedRedis, redis_answers
 from sentinel_celery.plugin import create_app
 
-# the GitHub fixtures (gh_env, gh_cfg, gh_repo, mirror) for every test module
-pytest_plugins = ["tests.github_support"]
+# the GitHub fixtures (gh_env, gh_cfg, gh_repo, mirror) for every test module, and the private-Redis ones
+# of the fault tests (private_redis, private_rclient, private_sentinel_env, runlog)
+pytest_plugins = ["tests.github_support", "tests.faults_support"]
 
 FAST_SHARED = {
     "distributed": {

@@ -10,20 +10,18 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from sentinel_celery.cli import main as cli
 from sentinel_celery.cluster.alerts import AlertEvaluator, GitHubIssueSink, LogSink, WebhookSink
 from sentinel_celery.cluster.processes import wait_for
-from sentinel_celery.config import get_config, load_config, set_config
+from sentinel_celery.config import get_config
 from sentinel_celery.state.failovers import read_events
 from sentinel_celery.state.outbox import outbox_key
 from sentinel_celery.state.registry import get_registry
 from tests import fault_jobs  # noqa: F401  (the client routes these by their task type)
 from tests.conftest import dump_logs
 from tests.faults_support import INCLUDE, tally
-from tests.private_redis import PrivateRedis
 
 
 @pytest.fixture
@@ -35,37 +33,13 @@ def shared_config():
 
 
 @pytest.fixture
-def persistence():
-    return True
+def rclient(private_rclient):
+    return private_rclient
 
 
 @pytest.fixture
-def private_redis(persistence):
-    with PrivateRedis(appendonly=persistence) as server:
-        yield server
-
-
-@pytest.fixture
-def rclient(private_redis):
-    client = redis.Redis.from_url(private_redis.url, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def runlog(tmp_path):
-    return tmp_path / "runs.jsonl"
-
-
-@pytest.fixture
-def sentinel_env(monkeypatch, private_redis, namespace, config_dir, runlog, rclient):
-    env = {"REDIS_URL": private_redis.url, "SENTINEL_NAMESPACE": namespace, "SENTINEL_BROKER_PREFIX": namespace,
-           "SENTINEL_CONFIG_DIR": str(config_dir), "FAULTS_RUNLOG": str(runlog)}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("WORKER_ID", raising=False)
-    set_config(load_config())
-    return env
+def sentinel_env(private_sentinel_env):
+    return private_sentinel_env
 
 
 def start_three(workers):
