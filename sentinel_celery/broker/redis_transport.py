@@ -11,7 +11,8 @@ A broker reconnect (Redis restarted, or a network blip) makes Celery close the c
 restores every message the channel held at close. ``TrackingQoS`` leaves out the ones still executing (the task
 goes on running after a reconnect; restoring it would run it twice) and lets them ack through the closed
 channel's client (kombu's own ack finds the channel's connection gone and fails with ``'NoneType' object has no
-attribute 'client'``). A message it cannot restore because Redis is down stays in ``unacked`` under its holder's
+attribute 'client'``); an ack that cannot reach Redis at all is left to the holder to complete once Redis
+answers. A message it cannot restore because Redis is down stays in ``unacked`` under its holder's
 tag; the worker gives it back once Redis answers again (worker/tags.py).
 
 Who the holder is, is not this layer's business: the worker layer sets :data:`current_holder` in a
@@ -48,6 +49,9 @@ class Holder(Protocol):
     def not_recorded(self, tag: str, message: dict, exchange: str, routing_key: str) -> None:
         """Redis went away between taking ``message`` off its queue and recording it as unacked: kombu drops
         it; the holder puts it back once Redis answers."""
+
+    def ack_later(self, tag: str) -> None:
+        """The ack of ``tag`` could not reach Redis; the holder completes it once Redis answers."""
 
     def executing(self) -> set[str]:
         """Tags of the messages whose task is running now and will go on running after a reconnect
@@ -91,12 +95,20 @@ class TrackingQoS(kombu_redis.QoS):
 
     def ack(self, delivery_tag):
         try:
-            return super().ack(delivery_tag)
-        except AttributeError:
-            client = self._closed_client()
-            if client is None:
+            try:
+                return super().ack(delivery_tag)
+            except AttributeError:
+                client = self._closed_client()
+                if client is None:
+                    raise
+            self._remove_from_indices(delivery_tag, client.pipeline()).execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Redis is away as the task finishes: the holder acks it once Redis answers, and nothing may
+            # give it back meanwhile (kombu's restore at close, or the worker's own give-back).
+            holder = current_holder
+            if holder is None:
                 raise
-        self._remove_from_indices(delivery_tag, client.pipeline()).execute()
+            holder.ack_later(str(delivery_tag))
         VirtualQoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag, requeue=False):

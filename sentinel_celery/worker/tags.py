@@ -13,7 +13,8 @@ After a broker reconnect (Redis restarted, a network blip) Celery drops what it 
 channel, and kombu's restore of those messages fails if Redis is still down: they would stay in ``unacked``,
 held by a worker that no longer knows them, until the visibility timeout. At each beat the worker checks the
 tags it recorded that its channel no longer holds: one still unacked and not executing here, two beats in a
-row, is given back to its queue (broker/base.py).
+row, is given back to its queue (broker/base.py). An ack that could not reach Redis as its task finished is
+completed at the first beat that can, and such a message is never given back.
 
 Redis keys: ``tags:<instance>`` (see state/tags.py); the broker's ``unacked`` (read, and restore).
 """
@@ -44,6 +45,7 @@ class WorkerTags:
         self.unacked = unacked
         self._orphans: set[str] = set()
         self._not_recorded: list[Unacked] = []
+        self._acks_owed: set[str] = set()
         self.tracker = tracker
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
@@ -70,6 +72,18 @@ class WorkerTags:
     def not_recorded(self, tag: str, message: dict, exchange: str, routing_key: str) -> None:
         with self._lock:
             self._not_recorded.append(Unacked(tag, message, exchange or "", routing_key or ""))
+
+    def ack_later(self, tag: str) -> None:
+        with self._lock:
+            self._acks_owed.add(tag)
+
+    def _complete_acks(self) -> None:
+        with self._lock:
+            owed = set(self._acks_owed)
+        for tag in owed:
+            self.unacked.remove(tag)  # the ack kombu could not send: its task has finished
+            with self._lock:
+                self._acks_owed.discard(tag)
 
     def _put_back_not_recorded(self) -> None:
         with self._lock:
@@ -127,6 +141,8 @@ class WorkerTags:
         return {str(t) for t in set(delivered) - set(getattr(qos, "_dirty", ()) or ())}
 
     def on_beat(self, runtime) -> None:
+        if self._acks_owed and self.unacked is not None:
+            self._complete_acks()
         if self._not_recorded and self.unacked is not None:
             self._put_back_not_recorded()
         with self._lock:
@@ -156,7 +172,8 @@ class WorkerTags:
         if not still:
             self._orphans = set()
             return set()
-        executing = self.executing()
+        with self._lock:
+            executing = self.executing() | self._acks_owed
         orphans = still - executing
         confirmed = orphans & self._orphans
         self._orphans = orphans - confirmed
