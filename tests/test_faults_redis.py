@@ -17,6 +17,7 @@ from sentinel_celery.cluster.alerts import AlertEvaluator, GitHubIssueSink, LogS
 from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config
 from sentinel_celery.state.failovers import read_events
+from sentinel_celery.state.leases import try_acquire
 from sentinel_celery.state.outbox import outbox_key
 from sentinel_celery.state.registry import get_registry
 from tests import fault_jobs  # noqa: F401  (the client routes these by their task type)
@@ -106,6 +107,8 @@ def test_redis_restarting_empty_is_reported_not_mistaken_for_a_failover(workers,
         celery_client.send_task("tests.faults.work", kwargs={"n": i, "seconds": 0.5})
     wait_for(lambda: tally(runlog)["ends"] >= 4, 60, message="a few tasks to finish")
     assert rclient.get(f"{namespace}cluster:marker")
+    before = try_acquire("faults:token", 5, renew=False)
+    before.release()
     private_redis.restart(down_s=1.0)
     restarted_at = time.time()
 
@@ -117,6 +120,11 @@ def test_redis_restarting_empty_is_reported_not_mistaken_for_a_failover(workers,
     lines = errors()
     assert len(lines) == len(procs) and all("ERROR" in line and "(restarted empty at " in line for line in lines), logs
     assert not any(re.search(r"was declared dead|given to other workers", p.log()) for p in procs), logs
+
+    # fencing tokens never go backwards, even though Redis forgot the counter
+    after = try_acquire("faults:token", 5, renew=False)
+    after.release()
+    assert after.token > before.token
 
     out = CliRunner().invoke(cli, ["cluster", "health", "--json"])
     assert out.exit_code == 1, out.output
