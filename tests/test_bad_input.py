@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from sentinel_celery.cli import main
 from sentinel_celery.cluster.processes import wait_for
-from sentinel_celery.config import ConfigError, load_config
+from sentinel_celery.config import ConfigError, load_config, redact_url
+from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.leases import LeaseLost, LockContended, try_acquire
 
 
@@ -169,3 +170,12 @@ def test_ports_out_of_range_and_a_huge_since_are_one_line(sentinel_env):
     assert "Traceback" not in err
     assert err.splitlines()[0] == ("sentinel: --since 99999999999d reaches back before 1970; showing records of "
                                    "any age")
+
+
+def test_a_redis_url_given_in_code_is_checked_too_and_its_password_never_shown():
+    with pytest.raises(ConfigError) as err:
+        get_redis("redis://:s3cret@127.0.0.1:notaport/0")
+    assert str(err.value) == ("Redis URL 'redis://:***@127.0.0.1:notaport/0' is not usable: the port 'notaport' is "
+                              "not a number from 1 to 65535")
+    assert redact_url("rediss://user:s3cret@h:6380/1") == "rediss://user:***@h:6380/1"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

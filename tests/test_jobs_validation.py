@@ -125,3 +125,28 @@ def test_a_job_argument_error_comes_back_from_a_worker_with_its_message(workers,
     r = celery_client.send_task("workers.build.run", kwargs={"argv": ["echo", None]})
     with pytest.raises(JobArgumentError, match=r"argv\[1\] must be a string, got NoneType None"):
         r.get(timeout=30)
+
+
+def test_a_hard_time_limit_stops_the_command_too(workers, celery_client, tmp_path):
+    """Celery kills the pool child running the task; the worker's main process stops the command's group."""
+    workers.start("whl", queues=["deploy"], concurrency=1)
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    first = celery_client.send_task("workers.deploy.run", kwargs={
+        "argv": step("first", steps, 8), "environment": "prod"}, time_limit=2)
+    wait_for(lambda: (steps / "first.pid").exists(), 30, message="the command to start")
+    pid = int((steps / "first.pid").read_text())
+    with pytest.raises(Exception) as err:
+        first.get(timeout=30)
+    assert type(err.value).__name__ == "TimeLimitExceeded"
+    wait_for(lambda: not alive(pid), 10, message="the command to be stopped")
+    time.sleep(7)
+    assert not (steps / "first.done").exists(), "the command outlived its task"
+
+
+def alive(pid):
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

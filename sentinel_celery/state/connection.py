@@ -1,7 +1,9 @@
 """The Redis connection Sentinel's own state lives in (leases, registry, events).
 
 One client per process and URL; redis-py's pool notices a fork and reconnects in the child,
-so prefork pool children can use the same object safely.
+so prefork pool children can use the same object safely. A URL that is not a Redis URL is refused
+with :class:`ConfigError` (one line, password redacted) before redis-py sees it; the configured
+``redis.url`` was already checked when the configuration loaded.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 
 import redis
 
-from sentinel_celery.config import get_config
+from sentinel_celery.config import ConfigError, get_config, redact_url, redis_url_problem
 
 _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()
@@ -20,10 +22,18 @@ def get_redis(url: str | None = None) -> redis.Redis:
     with _lock:
         client = _clients.get(url)
         if client is None:
+            check_redis_url(url)
             client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
                                           socket_connect_timeout=5, socket_timeout=10)
             _clients[url] = client
         return client
+
+
+def check_redis_url(url: str) -> None:
+    """Raise :class:`ConfigError` naming what is wrong with ``url`` (its password redacted)."""
+    problem = redis_url_problem(url)
+    if problem:
+        raise ConfigError([f"Redis URL {redact_url(str(url))!r} is not usable: {problem}"])
 
 
 def server_time_ms(client: redis.Redis) -> int:
