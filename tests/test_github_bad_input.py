@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sentinel_celery.github.client import GitHubClient, Rejected
+from sentinel_celery.github.client import GitHubClient, Rejected, plain_path
 from sentinel_celery.state import outbox
 from tests.github_support import flush_until, sentinel_comments, shared_with_mirror
 
@@ -107,3 +107,4 @@ def test_the_client_refuses_a_path_that_is_not_plain(gh_cfg, github_hub):
             client.request("POST", path, body={})
     assert len(github_hub.requests()) == before
     assert client.request("GET", "issues").status == 200
+    assert plain_path("issues/4/labels/sentinel%3Arun-build") and plain_path("/rate_limit")

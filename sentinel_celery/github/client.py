@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,17 @@ from sentinel_celery.github.budget import WRITE_METHODS, Budget
 logger = logging.getLogger(__name__)
 
 
-#: what an API path may hold: letters, digits, ``_``, ``-``, ``.`` and ``/`` (no ``..``, ``?``, ``%``, ``#``)
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")
+#: what an API path may hold: letters, digits, ``_ - . ~ : /`` and %-escapes (a quoted label name);
+#: no ``?`` or ``#``, no empty segment, and no segment that is, or decodes to, ``.`` or ``..``
+_PLAIN_PATH = re.compile(r"(?:[A-Za-z0-9_.~:/-]|%[0-9A-Fa-f]{2})+")
+
+
+def plain_path(path: str) -> bool:
+    """True if ``path`` names one API endpoint as it reads: nothing in it can lead to another."""
+    if not _PLAIN_PATH.fullmatch(path):
+        return False
+    return not any(part in ("", ".", "..") for segment in path.removeprefix("/").split("/")
+                   for part in urllib.parse.unquote(segment).replace("\\", "/").split("/"))
 
 
 class GitHubError(Exception):
@@ -166,7 +176,7 @@ class GitHubClient:
         A ``path`` without a leading slash is relative to the repository (``issues/3``).
         """
         method = method.upper()
-        if not _PLAIN_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        if not plain_path(path):
             # a value from a task (a sha, a number) must never lead to another endpoint
             raise Rejected(f"{method} {path[:100]!r}: refused, not a plain API path", None, path[:100])
         self.wait_turn(method in WRITE_METHODS, path)
