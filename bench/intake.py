@@ -2,7 +2,8 @@
 
 An in-process ``sentinel hub`` and one real worker (queues build/test/deploy). For each mode —
 webhooks (the hub's real signed deliveries to ``IntakeService``) and polling (``pollIntervalMs``) —
-N comments ``/build`` are posted one after another, by a user with write access, on a few issues; each
+N comments ``/build`` are posted one after another (each after a random pause of up to one poll interval,
+so comments land at any moment of a poll cycle), by a user with write access, on a few issues; each
 job runs ``date +%s.%N`` on the worker, so its output is the moment the command started. Latency =
 that moment − just before the comment was posted. The baseline, in the same run: ``send_task`` of the
 same job straight from Python (what the intake adds is the difference). GitHub requests per event are
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -47,7 +49,8 @@ def started_at(app, task_id: str, timeout: float = 60) -> float:
     return float(result["output_tail"].strip().splitlines()[-1])
 
 
-def run_mode(mode: str, app, cfg, hub: Hub, dev_repo, issues: list[int], events: int, intake_label: str) -> dict:
+def run_mode(mode: str, app, cfg, hub: Hub, dev_repo, issues: list[int], events: int, intake_label: str,
+             jitter: float) -> dict:
     service = IntakeService(app, cfg, mode=mode, port=0)
     tasks: dict[int, list[str]] = {}
     handle = service.intake.handle
@@ -67,6 +70,7 @@ def run_mode(mode: str, app, cfg, hub: Hub, dev_repo, issues: list[int], events:
         latencies = []
         for n in range(events):
             issue = dev_repo.get_issue(issues[n % len(issues)])
+            time.sleep(random.uniform(0, jitter))  # comments come at any moment of a poll interval
             posted = time.time()
             comment_id = issue.create_comment("/build").id
             ids = wait_for(lambda c=comment_id: tasks.get(c), 60, interval=0.005, message="the job to be sent")
@@ -76,8 +80,9 @@ def run_mode(mode: str, app, cfg, hub: Hub, dev_repo, issues: list[int], events:
         service.stop()
         if hook is not None:
             hub.webhooks._hooks.remove(hook)  # this bench's next mode must not get webhooks too
+    counted = [r for r in used if r.status != 304]  # a 304 costs no rate limit
     return {"p50": pct(latencies, 0.5), "p95": pct(latencies, 0.95), "requests": len(used),
-            "per_event": len(used) / events, "n": events}
+            "per_event": len(counted) / events, "all_per_event": len(used) / events, "n": events}
 
 
 def baseline(app, events: int) -> dict:
@@ -98,7 +103,8 @@ def main() -> None:
 
     base, server = ensure_redis(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     ns = f"bi-{uuid.uuid4().hex[:8]}:"
-    hub = Hub().start()
+    # the bench posts 100 comments in a few minutes: lift the secondary write limits for its "human" poster
+    hub = Hub(limits={"writes_per_minute": 100_000, "writes_per_hour": 1_000_000}).start()
     client = redis.Redis.from_url(base, decode_responses=True)
     worker = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +113,8 @@ def main() -> None:
         shared = {"github": {"webhookSecret": SECRET, "mirror": {"inWorkers": False}, "intake": {
             "pollIntervalMs": args.poll_ms, "maxCommandsPerIssuePerMinute": 10_000,
             "templates": {"build": {"type": "build", "argv": DATE}},
-            "rules": [{"on": "issue_comment", "command": "/build", "template": "build"}]}}}
+            "rules": [{"on": "issue_comment", "command": "/build", "template": "build"},
+                      {"on": "label", "prefix": "sentinel:run-"}]}}}  # a label rule: labels are polled too
         (config_dir / "shared.json").write_text(json.dumps(shared))
         env = {"REDIS_URL": base, "SENTINEL_NAMESPACE": ns, "SENTINEL_BROKER_PREFIX": ns,
                "SENTINEL_CONFIG_DIR": str(config_dir), "GITHUB_OWNER": hub.owner,
@@ -127,9 +134,10 @@ def main() -> None:
             baseline(app, 5)  # warm up: connections, the worker's pool
             label = next(p.label for p in hub.tokens.principals() if p.spec.token == hub.token)
             results = {"send_task (baseline)": baseline(app, args.events),
-                       "webhook": run_mode("webhook", app, cfg, hub, dev_repo, issues, args.events, label),
+                       "webhook": run_mode("webhook", app, cfg, hub, dev_repo, issues, args.events, label,
+                                           args.poll_ms / 1000),
                        f"poll {args.poll_ms} ms": run_mode("poll", app, cfg, hub, dev_repo, issues, args.events,
-                                                           label)}
+                                                           label, args.poll_ms / 1000)}
         finally:
             if worker is not None:
                 worker.stop(timeout=30)
@@ -144,12 +152,16 @@ def main() -> None:
     base_p50 = results["send_task (baseline)"]["p50"]
     print(f"\n{args.events} events per mode, comment on the hub → `date` starting on a worker (1 worker, "
           f"{args.issues} issues)")
-    print(f"{'mode':<22} {'p50 s':>8} {'p95 s':>8} {'p50/baseline':>13} {'GitHub req/event':>17}  target")
+    print(f"{'mode':<22} {'p50 s':>8} {'p95 s':>8} {'p50/baseline':>13} {'req/event':>10} {'(incl. 304)':>11}  target")
     targets = {"webhook": "p95 <= 2 s, <= 2 req/event", f"poll {args.poll_ms} ms":
                f"p95 <= {args.poll_ms / 1000 + 2:g} s, <= 2 req/event", "send_task (baseline)": ""}
     for name, r in results.items():
         per = f"{r['per_event']:.2f}" if "per_event" in r else "-"
-        print(f"{name:<22} {r['p50']:>8.3f} {r['p95']:>8.3f} {r['p50'] / base_p50:>13.1f} {per:>17}  {targets[name]}")
+        every = f"{r['all_per_event']:.2f}" if "all_per_event" in r else "-"
+        print(f"{name:<22} {r['p50']:>8.3f} {r['p95']:>8.3f} {r['p50'] / base_p50:>13.1f} {per:>10} {every:>11}  "
+              f"{targets[name]}")
+    print("req/event: the intake's GitHub requests that count against the rate limit (permission look-ups, polls "
+          "answered 200); (incl. 304): with the conditional polls answered 304, which cost none")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def test_demo_runs_the_workload_shows_failover_and_leaves_nothing_behind(redis_u
     assert float(match.group(1)) < 30
     assert re.search(r"deploy:production \(last token \d+", out)
     assert re.search(r"GitHub: \d+ requests to the hub", out)
+    # a `/deploy staging` comment on the billing issue, delivered by the hub's webhook, started the deploy
+    assert re.search(r"intake: `/deploy staging` on issue #\d+ \(a webhook from the hub\) started the deploy "
+                     r"template on demo-deploy with lease deploy:staging token \d+: deploy billing to staging", out), \
+        out[-3000:]
     assert "Flower: http://127.0.0.1:" in out
     assert "run `sentinel demo --keep-running` to keep" in out  # the URLs above die with the demo
     # job leases are counted apart from the cluster's own leader leases: never more than tasks running

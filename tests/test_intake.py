@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from sentinel_celery.cli import main
 from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import ConfigError, load_config
-from sentinel_celery.intake.duty import IntakeService
+from sentinel_celery.intake.duty import IntakeDuty, IntakeService
 from sentinel_celery.plugin import create_app
 from tests.github_support import labels_of, sentinel_comments, shared_with_mirror
 
@@ -270,6 +270,18 @@ def test_a_flood_of_commands_on_one_issue_is_rate_limited_and_bots_are_ignored(
     shown = json.loads(CliRunner().invoke(main, ["intake", "status", "--json"]).output)
     assert shown["counts"]["queued"] == 3 and shown["counts"]["refused"] == 3
     assert sum(1 for r in shown["recent"] if r["result"] == "queued" and len(r["task_ids"]) == 1) == 3
+
+
+def test_an_intake_duty_that_cannot_listen_gives_its_lease_back(app, gh_env, rclient, namespace):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = load_config(overrides={"github.intake.port": taken.getsockname()[1]})
+        duty = IntakeDuty(app, cfg, "w-busy-port")
+        with pytest.raises(OSError):
+            duty.step()
+    assert duty.service is None and duty.lease is None
+    assert not rclient.exists(f"{namespace}lease:sentinel:intake")  # another worker may take it at once
 
 
 # -- configuration and command ------------------------------------------------------------------------

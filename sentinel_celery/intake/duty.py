@@ -109,7 +109,11 @@ class IntakeDuty(DutyThread):
                 self.lease = try_acquire(LEASE_NAME, LEASE_TTL, worker=self.worker_id)
             except LockContended:
                 return
-            self.service = IntakeService(self.app, self.cfg).start()
+            try:
+                self.service = IntakeService(self.app, self.cfg).start()
+            except Exception:  # a port in use, no secret: let another worker try, and say why
+                self._step_down()
+                raise
             logger.info("sentinel intake: %s now runs the intake (%s%s)", self.worker_id, self.service.mode,
                         f" at {self.service.url}" if self.service.url else "")
         elif time.monotonic() - self.lease.renewed_at > LEASE_TTL / 2:

@@ -6,8 +6,10 @@ Every ``pollIntervalMs`` the poller reads, with conditional requests (``If-None-
 * ``GET /repos/{o}/{r}/issues/comments?since=…&sort=updated&direction=asc`` — new comments, each
   handed to :meth:`~.intake.Intake.handle` as the ``issue_comment`` ``created`` event GitHub would
   have delivered (claimed once by comment id, so an edit or the inclusive ``since`` replays nothing);
-* ``GET /repos/{o}/{r}/issues?since=…&sort=updated&direction=asc&state=open`` — issues carrying a
-  run label (``sentinel:run-<template>``), handed on as ``issues`` ``labeled``. Who added a label is
+* every other poll, and only when a ``label`` rule exists,
+  ``GET /repos/{o}/{r}/issues?since=…&sort=updated&direction=asc&state=open`` — issues carrying a
+  run label (``sentinel:run-<template>``), handed on as ``issues`` ``labeled`` (a new comment also
+  changes its issue, so reading issues every poll would double what a comment costs). Who added a label is
   not in that answer, so poll mode takes run labels only when ``minPermission`` is ``triage`` or
   lower (GitHub lets only triage and above label issues); comments carry their author and are
   checked as with webhooks.
@@ -45,6 +47,8 @@ class Poller:
                  ledger: DeliveryLedger):
         self.intake, self.github, self.client, self.ledger = intake, github, client, ledger
         self.key = f"{namespace}intake:poll"
+        self.polls = 0
+        self.watch_labels = any(rule.on == "label" for rule in intake.rules.rules)
 
     def step(self) -> int:
         """One poll; returns how many events it handed to the intake."""
@@ -53,7 +57,11 @@ class Poller:
             now = _iso_now()
             state = {"comments_since": now, "issues_since": now}
             self.client.hset(self.key, mapping=state)
-        return self._comments(state) + self._labels(state)
+        self.polls += 1
+        handed = self._comments(state)
+        if self.watch_labels and self.polls % 2 == 1:
+            handed += self._labels(state)
+        return handed
 
     def _read(self, path: str, since: str, saved: dict, name: str, **params: str) -> list | None:
         response = self.github.get(path, params={"since": since, "sort": "updated", "direction": "asc",

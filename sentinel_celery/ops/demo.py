@@ -5,8 +5,10 @@ GitHub API) unless a real GitHub is configured; starts three workers in differen
 different capacities (build, test + build, deploy), the monitor with its metrics endpoint, and
 Flower; enqueues build → test → deploy chains for a few projects, with commit SHAs and linked
 issues, deploys holding a lease on their environment; kills the worker running a build to show
-failover; prints live progress and a summary. Every process it started is stopped at the end
-(``--keep-running`` waits for Ctrl-C first).
+failover; with the local hub, comments ``/deploy staging`` on the billing issue as a user with write
+access, which the hub delivers as a signed webhook to the intake (``sentinel intake serve``, run in
+this process) and which starts the deploy template for staging; prints live progress and a summary.
+Every process it started is stopped at the end (``--keep-running`` waits for Ctrl-C first).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from sentinel_celery.config import get_config, load_config, set_config
 from sentinel_celery.github.client import build_github, configured
 from sentinel_celery.github.mirror import mirror_status, request_sync
 from sentinel_celery.hub import Hub
+from sentinel_celery.intake.duty import IntakeService
+from sentinel_celery.intake.intake import recent
 from sentinel_celery.ops.embedded import ensure_redis, free_port
 from sentinel_celery.plugin import create_app
 from sentinel_celery.state.connection import get_redis
@@ -74,6 +78,7 @@ class Stack:
     hub: object | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     services: list[subprocess.Popen] = field(default_factory=list)
+    intake: IntakeService | None = None
 
     def service(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
@@ -83,6 +88,8 @@ class Stack:
         return proc
 
     def stop(self) -> None:
+        if self.intake is not None:
+            self.intake.stop()
         for proc in self.services:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -124,6 +131,40 @@ def _seed_github(cfg, env: dict) -> dict[str, dict]:
         commit = repo.create_file(f"{project}/VERSION-{suffix}", f"{project}: bump version", f"1.{len(seeded)}.0\n")
         seeded[project] = {"issue": issue.number, "sha": commit["commit"].sha}
     return seeded
+
+
+DEPLOY_COMMAND = "/deploy staging"
+
+
+def _start_intake(app, stack: Stack, seeded: dict[str, dict], echo) -> dict:
+    """The intake behind the hub's webhooks, and a ``/deploy staging`` comment on the billing issue."""
+    secret = uuid.uuid4().hex
+    script = "import sys, time\nprint('deploy billing to', sys.argv[1], '(asked in the issue)')\ntime.sleep(1)\n"
+    cfg = load_config(overrides={
+        "github.webhookSecret": secret,
+        "github.intake.templates": {"deploy": {
+            "type": "deploy", "argv": [sys.executable, "-c", script, "{env}"], "environment": "{env}",
+            "params": {"env": {"allowed": ["staging", "production"]}}}},
+        "github.intake.rules": [{"on": "issue_comment", "command": "/deploy", "template": "deploy",
+                                 "params": ["env"]}],
+    })
+    stack.intake = IntakeService(app, cfg, mode="webhook", port=0).start()
+    stack.hub.add_webhook(stack.intake.url, secret, repos=[HUB_REPO], events=["issue_comment"])
+    lead = stack.hub.add_token(login="release-lead", access="write")
+    number = seeded["billing"]["issue"]
+    stack.hub.client(lead).get_repo(HUB_REPO).get_issue(number).create_comment(DEPLOY_COMMAND)
+    echo(f"@release-lead commented `{DEPLOY_COMMAND}` on issue #{number}; the hub delivers it as a signed "
+         f"webhook to the intake at {stack.intake.url}")
+    return {"issue": number, "result": None}
+
+
+def _intake_result(app, cfg, intake: dict):
+    """The deploy the comment started, once the intake sent it."""
+    if intake["result"] is None:
+        for outcome in recent(get_redis(cfg.redis_url), cfg.namespace):
+            if outcome["result"] == "queued" and outcome["event"] == "issue_comment":
+                intake["result"] = app.AsyncResult(outcome["task_ids"][0])
+    return intake["result"]
 
 
 def _progress_line(app, results, registry, leases) -> tuple[str, dict]:
@@ -198,6 +239,7 @@ def run_demo(redis_url: str, *, keep_running: bool = False, no_kill: bool = Fals
             ).apply_async())
         echo(f"enqueued {len(chains)} build → test → deploy chains ({', '.join(PROJECTS)}); "
              f"deploys hold a lease on their environment")
+        intake = _start_intake(app, stack, seeded, echo) if stack.hub is not None else None
 
         kill = {"at": None, "worker": None, "task": None}
 
@@ -234,7 +276,8 @@ def run_demo(redis_url: str, *, keep_running: bool = False, no_kill: bool = Fals
                          f"{_detected_after(events[0], kill['at']):.1f}s after the kill "
                          f"({len(events[0].get('tasks_recovered') or [])} message(s) given back, "
                          f"{len(events[0].get('leases_released') or [])} lease(s) fenced)")
-            if all(c.ready() for c in chains):
+            commanded = _intake_result(app, cfg, intake) if intake else None
+            if all(c.ready() for c in chains) and (intake is None or (commanded is not None and commanded.ready())):
                 break
             time.sleep(0.5)
         else:
@@ -243,7 +286,7 @@ def run_demo(redis_url: str, *, keep_running: bool = False, no_kill: bool = Fals
         echo("workload finished; flushing the GitHub mirror ...")
         _wait_mirror(cfg)
         _summary(echo, cfg, app, chains, all_results(), kill, leases, stack, seeded, flower_url, metrics_port,
-                 started_at, keep_running)
+                 started_at, keep_running, intake)
         if keep_running:
             echo("\n--keep-running: everything stays up; press Ctrl-C to stop.")
             try:
@@ -289,7 +332,7 @@ def _wait_mirror(cfg, timeout: float = 60) -> None:
 
 
 def _summary(echo, cfg, app, chains, results, kill, leases, stack, seeded, flower_url, metrics_port, started_at,
-             keep_running=False):
+             keep_running=False, intake=None):
     done = sum(1 for r in results if r.state == "SUCCESS")
     failed = sum(1 for r in results if r.state == "FAILURE")
     echo("\n=== summary ===")
@@ -307,6 +350,15 @@ def _summary(echo, cfg, app, chains, results, kill, leases, stack, seeded, flowe
         value = r.result if r.state == "SUCCESS" else None
         if isinstance(value, dict):
             echo(f"  deploy on {value['worker']} with lease token {value['lease_token']}: {value['output_tail'].splitlines()[-1]}")
+    commanded = intake["result"] if intake else None
+    if commanded is not None and commanded.state == "SUCCESS":
+        value = commanded.result
+        echo(f"intake: `{DEPLOY_COMMAND}` on issue #{intake['issue']} (a webhook from the hub) started the deploy "
+             f"template on {value['worker']} with lease deploy:staging token {value['lease_token']}: "
+             f"{value['output_tail'].strip().splitlines()[-1]}")
+    elif intake is not None:
+        echo(f"intake: `{DEPLOY_COMMAND}` on issue #{intake['issue']} did not finish "
+             f"({commanded.state if commanded is not None else 'never started'})")
     if stack.hub is not None:
         requests = stack.hub.requests()
         writes = sum(1 for q in requests if q.method != "GET")
