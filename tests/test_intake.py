@@ -272,6 +272,18 @@ def test_a_flood_of_commands_on_one_issue_is_rate_limited_and_bots_are_ignored(
     assert sum(1 for r in shown["recent"] if r["result"] == "queued" and len(r["task_ids"]) == 1) == 3
 
 
+def test_events_of_another_repository_start_nothing(service, github_hub, rclient, namespace, caplog):
+    caplog.set_level(logging.INFO, logger="sentinel.intake")
+    github_hub.create_repo("acme/other")
+    other = github_hub.client().get_repo("acme/other")
+    other.create_issue("not ours").create_comment("/deploy staging")
+    assert github_hub.wait_for_deliveries()
+    settle(service, rclient, namespace)
+    wait_for(lambda: stats(rclient, namespace).get("ignored") == 2, 15, message="both events ignored")
+    assert queued_messages(rclient, namespace) == 0
+    assert "for acme/other: this intake serves acme/app" in caplog.text
+
+
 def test_an_intake_duty_that_cannot_listen_gives_its_lease_back(app, gh_env, rclient, namespace):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
 """Turning GitHub events into job sends, through the configured rules and the guards.
 
 :class:`Intake` takes one event (``push``, ``issue_comment``, ``issues``) as GitHub delivers it and
-decides, in order: is it something the rules act on; is the sender a bot or is the text Sentinel's
+decides, in order: is it about the configured repository; is it something the rules act on; is the sender a bot or is the text Sentinel's
 own (ignored: no loops); may the sender start jobs (:class:`~.guard.Permissions`); is the issue
 flooding (:class:`~.guard.IssueRateLimit`); are the template and parameters allowed
 (:mod:`.rules`). Then it sends the job with ``github_issue`` / ``sha``, so the mirror shows its
@@ -79,6 +79,7 @@ class Intake:
         intake = cfg.get("github.intake")
         self.app, self.cfg, self.github, self.client = app, cfg, github, client
         self.ns = cfg.namespace
+        self.repository = f"{cfg.get('github.owner')}/{cfg.get('github.repo')}"
         self.rules = Rules.from_config(intake)
         self.min_permission = intake["minPermission"]
         self.permissions = Permissions(github, client, self.ns, intake["permissionCacheSeconds"])
@@ -88,7 +89,12 @@ class Intake:
 
     # -- entry -----------------------------------------------------------------------------------
     def handle(self, event: str, payload: dict, delivery: str = "") -> Outcome:
-        if event == "push":
+        repository = str((payload.get("repository") or {}).get("full_name") or "")
+        if repository and repository.lower() != self.repository.lower():
+            logger.warning("sentinel intake: ignored delivery %s (%s) for %s: this intake serves %s",
+                           delivery or "-", event, repository, self.repository)
+            outcome = Outcome("ignored", f"another repository ({repository})")
+        elif event == "push":
             outcome = self._push(payload)
         elif event == "issue_comment":
             outcome = self._comment(payload)
