@@ -126,6 +126,13 @@ SCHEMA: dict[str, Any] = {
         "url": _opt(str, "redis://127.0.0.1:6379/0"),
         "brokerKeyPrefix": _opt(str, ""),
     },
+    # the Celery broker when it is not the Redis above (e.g. amqp://user:pass@host:5672/vhost)
+    "broker": {
+        "url": _opt(str, ""),
+    },
+    "rabbitmq": {
+        "managementUrl": _opt(str, ""),
+    },
     "github": {
         "enabled": _opt(bool, True),
         "owner": _opt(str, ""),
@@ -224,6 +231,8 @@ ENVIRONMENT = {
     "REDIS_URL": ("shared", "redis.url", str),
     "SENTINEL_NAMESPACE": ("shared", "distributed.namespace", str),
     "SENTINEL_BROKER_PREFIX": ("shared", "redis.brokerKeyPrefix", str),
+    "SENTINEL_BROKER_URL": ("shared", "broker.url", str),
+    "RABBITMQ_MANAGEMENT_URL": ("shared", "rabbitmq.managementUrl", str),
 }
 
 _DAY_MS, _DAY_S = 86_400_000, 86_400
@@ -355,6 +364,7 @@ def redis_url_problem(url: Any) -> str | None:
         return f"the database '{db}' is not a number"
     return None
 
+BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp")
 
 # ${VAR} (required) or ${VAR:-default} (optional, as in the shell)
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -568,6 +578,25 @@ def _validate_intake(intake: Any, where: str, task_types: list[str]) -> list[str
             errors.append(f"{where}: '{key}.prefix' must be a non-empty string such as 'sentinel:run-'")
     return errors
 
+def _url_errors(shared: Mapping, origins: Mapping[str, str]) -> list[str]:
+    """``broker.url`` and ``rabbitmq.managementUrl`` must be URLs Sentinel can use (never echoed: they
+    may carry a password)."""
+    errors = []
+    broker = shared["broker"]["url"]
+    scheme = broker.split("://", 1)[0].split("+")[0].lower() if "://" in broker else ""
+    if broker and scheme not in BROKER_SCHEMES:
+        errors.append(f"{origins.get('broker.url', 'defaults')}: 'broker.url' must start with one of "
+                      f"{', '.join(s + '://' for s in BROKER_SCHEMES)} (got scheme {scheme or 'none'!r})")
+    management = shared["rabbitmq"]["managementUrl"]
+    if management:
+        m_scheme, _, rest = management.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        if m_scheme not in ("http", "https") or not host:
+            errors.append(f"{origins.get('rabbitmq.managementUrl', 'defaults')}: 'rabbitmq.managementUrl' must be http(s)://[user:password@]host:port of "
+                          f"RabbitMQ's management API")
+    return errors
+
+
 def _substitute(value: Any, source: str, environ: Mapping[str, str], errors: list[str]) -> Any:
     if isinstance(value, str):
         def repl(m):
@@ -650,6 +679,11 @@ class Config:
     @property
     def redis_url(self) -> str:
         return self.get("redis.url")
+
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker: ``broker.url``, else the Redis of ``redis.url``."""
+        return self.get("broker.url") or self.redis_url
 
     @property
     def task_types(self) -> list[str]:
@@ -751,6 +785,7 @@ def load_config(config_dir: str | os.PathLike | None = None,
                       f"is not a Redis URL: {url_problem}")
     if not errors:
         errors.extend(_ordering_errors(shared, origins))
+    errors.extend(_url_errors(shared, origins))
     if errors:
         raise ConfigError(errors)
 

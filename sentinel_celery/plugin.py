@@ -12,10 +12,12 @@ import sys
 from importlib import import_module
 
 import click
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 from sentinel_celery import cluster, github, intake, worker
+from sentinel_celery.broker.amqp_transport import client_properties, routing_into_headers
+from sentinel_celery.broker.factory import is_amqp
 from sentinel_celery.cluster.balancer import Balancer
 from sentinel_celery.config import Config, ConfigError, get_config, set_config
 from sentinel_celery.routing import TaskRouter
@@ -35,7 +37,8 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     conf = app.conf
 
     if not conf.broker_url:
-        conf.broker_url = cfg.redis_url
+        conf.broker_url = cfg.broker_url
+    on_amqp = is_amqp(conf.broker_url)
     if conf.result_backend is None:
         conf.result_backend = github.result_backend_url(cfg)  # github+redis:// when GitHub is configured
 
@@ -58,7 +61,13 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     # Sentinel recovers dead workers itself, so a running message must never be redelivered by
     # kombu's visibility-timeout sweep: keep the timeout far above any task runtime.
     opts = dict(conf.broker_transport_options or {})
-    opts.setdefault("visibility_timeout", cfg.get("distributed.failover.visibilityTimeoutSeconds"))
+    if on_amqp:
+        # every connection names its process, so failover can close a dead worker's (management API)
+        opts.setdefault("client_properties", client_properties())
+        signals.before_task_publish.connect(_routing_into_headers, weak=False,
+                                            dispatch_uid="sentinel-amqp-routing-headers")
+    else:
+        opts.setdefault("visibility_timeout", cfg.get("distributed.failover.visibilityTimeoutSeconds"))
     if cfg.get("redis.brokerKeyPrefix"):
         opts.setdefault("global_keyprefix", cfg.get("redis.brokerKeyPrefix"))
         # results too (celery-task-meta-*), so one prefix holds everything a cluster keeps in Redis
@@ -110,6 +119,10 @@ def _config_or_exit() -> Config:
             click.echo(f"sentinel: {exc.describe()}", err=True)
             sys.exit(EX_CONFIG)
         raise
+
+
+def _routing_into_headers(sender=None, headers=None, properties=None, **kwargs) -> None:
+    routing_into_headers(headers, properties)
 
 
 def create_app(name: str = "sentinel_celery", config: Config | None = None, **celery_options) -> Celery:

@@ -151,10 +151,11 @@ class Broker(ABC):
         tag = props.get("delivery_tag")
         return str(tag) if tag is not None else None
 
-    def release(self, worker: dict) -> int:
-        """Make the broker give back at once what a dead ``worker`` (its registry fields: nodename,
-        hostname, pid, instance) still holds; returns how many connections were closed."""
-        return 0
+    def release(self, worker: dict) -> int | None:
+        """Make the broker give back at once what a dead ``worker`` (its registry fields: worker_id,
+        hostname, pid) still holds; returns how many connections were closed, None if the broker
+        needs nothing of the kind (or cannot be asked)."""
+        return None
 
     # -- lifetime --------------------------------------------------------------------------------
     @abstractmethod

@@ -58,7 +58,7 @@ class BrokerQueues:
         """The broker ``install()`` gives an app of ``cfg``, without building the app."""
         prefix = cfg.get("redis.brokerKeyPrefix")
         conf = SimpleNamespace(broker_transport_options={"global_keyprefix": prefix} if prefix else {},
-                               broker_url=cfg.redis_url)
+                               broker_url=cfg.broker_url)
         return cls(SimpleNamespace(conf=conf), client=client)
 
     def lists(self, queue: str) -> list[tuple[int, str]]:

@@ -272,6 +272,7 @@ class Failover:
             # again; only the messages of the dead incarnation are given back.
             if not back:
                 released = self.leases.fence_worker(dead.worker_id)
+                self._release_connections(dead)
             returned, dead_lettered = self.give_back(dead)
             if not back:
                 moved_home = self._drain_direct_queue(dead)
@@ -295,6 +296,19 @@ class Failover:
                        len(released), len(moved_home))
         return event
 
+    def _release_connections(self, dead: DeadWorker) -> None:
+        """A hung worker keeps its broker connection: have the broker drop it (RabbitMQ then gives
+        back at once what it still holds, and the zombie stops consuming). A no-op on Redis."""
+        try:
+            with broker_for(self.app, cfg=self.cfg) as broker:
+                closed = broker.release({"worker_id": dead.worker_id, "hostname": dead.hostname, "pid": dead.pid})
+        except Exception as exc:  # RabbitMQ's own heartbeat timeout still applies
+            logger.warning("sentinel: could not close the broker connections of %s: %s", dead.worker_id, exc)
+            return
+        if closed is None:
+            return
+        logger.warning("sentinel: closed %d broker connection(s) of %s", closed, dead.worker_id)
+
     def _reincarnated(self, dead: DeadWorker) -> bool:
         current = self.client.hmget(self.registry.worker_key(dead.worker_id), "instance", "state")
         return bool(current[0]) and current[0] != dead.instance and current[1] != OFFLINE
@@ -310,7 +324,7 @@ class Failover:
         tags -= self.tags.held_elsewhere(tags, others)
         returned: list[dict] = []
         dead_lettered: list[dict] = []
-        with broker_for(self.app) as unacked:
+        with broker_for(self.app, cfg=self.cfg) as unacked:
             held = unacked.get_many(tags)
             running = presumed_running(held.values(), dead.concurrency)
             # Newest first, each to the head of its queue: the oldest ends up first in line.
@@ -349,7 +363,7 @@ class Failover:
         return {k: letter[k] for k in ("id", "name", "killed")}
 
     def _drain_direct_queue(self, dead: DeadWorker) -> list[str]:
-        moved = broker_for(self.app).move_all(direct_queue_name(dead.worker_id),
+        moved = broker_for(self.app, cfg=self.cfg).move_all(direct_queue_name(dead.worker_id),
                                                lambda message: home_queue(self.app, self.cfg, message))
         return [waiting.task_id for waiting, _ in moved]
 

@@ -29,7 +29,7 @@ from celery.worker import state as worker_state
 
 from sentinel_celery.broker import redis_transport
 from sentinel_celery.broker.base import Broker, Unacked
-from sentinel_celery.broker.factory import UnsupportedBroker, broker_for
+from sentinel_celery.broker.factory import UnsupportedBroker, broker_for, is_amqp
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.tags import RedisTagTracker
 from sentinel_celery.worker.runtime import WorkerRuntime
@@ -197,6 +197,8 @@ class WorkerTags:
 
 
 def _start(runtime: WorkerRuntime) -> None:
+    if is_amqp(runtime.worker.app.conf.broker_url):
+        return  # held messages record their own tokens (worker/held.py)
     cfg = runtime.cfg
     tracker = RedisTagTracker(get_redis(cfg.redis_url), cfg.namespace)
     try:
