@@ -15,6 +15,9 @@ Each set-up runs two independent pairs of workers (concurrency 1, prefetch 1):
     worker while the other idles (and sweeps); we count how many times it starts in --window s.
 
     python bench/failover.py [--wait 120] [--healthy 20] [--window 40]
+
+With ``--broker amqp://…`` it compares stock Celery and Sentinel on RabbitMQ instead (kill -9, SIGSTOP,
+and a healthy job longer than consumer_timeout on a private node): see bench/failover_amqp.py.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,8 +37,12 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 
+from bench.failover_amqp import LABELS as AMQP_LABELS  # noqa: E402
+from bench.failover_amqp import report as amqp_report  # noqa: E402
+from bench.failover_amqp import run_amqp_variant  # noqa: E402
 from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
 from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
+from tests.rabbitmq_support import PrivateNode, port_answers  # noqa: E402
 
 VARIANTS = {
     "stock": ("stock Celery (defaults)", 10),
@@ -106,8 +114,17 @@ def main() -> None:
     parser.add_argument("--healthy", type=float, default=20, help="duration of the healthy task (s)")
     parser.add_argument("--window", type=float, default=40, help="seconds to count the healthy task's starts")
     parser.add_argument("--only", choices=sorted(VARIANTS), action="append", help="run only these set-ups")
+    parser.add_argument("--broker", default="", help="amqp://… : compare stock Celery and Sentinel on RabbitMQ")
+    parser.add_argument("--consumer-timeout", type=float, default=5, help="RabbitMQ consumer_timeout (s), amqp")
     args = parser.parse_args()
     base, server = ensure_redis(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    if args.broker.startswith(("amqp://", "amqps://", "pyamqp://")):
+        try:
+            run_amqp(args, base)
+        finally:
+            if server:
+                server.stop()
+        return
     results: dict[str, dict] = {}
     started = time.time()
     with tempfile.TemporaryDirectory() as logs:
@@ -138,6 +155,31 @@ def main() -> None:
         note = "  (the killed worker was the monitor leader)" if r.get("leader_killed") else ""
         print(f"{r['label']:<50} {rerun:>14} {'yes' if r['rerun'] else 'no':>14} "
               f"{r['healthy_runs']:>18}{note}")
+
+
+def run_amqp(args, base: str) -> None:
+    host = urlsplit(args.broker).hostname or "127.0.0.1"
+    port = urlsplit(args.broker).port or 5672
+    if not port_answers(host, port):
+        raise SystemExit(f"bench: no RabbitMQ answers at {host}:{port}")
+    results: dict[str, dict] = {}
+    started = time.time()
+    long_node = PrivateNode(consumer_timeout_ms=int(args.consumer_timeout * 1000), management=True).start()
+    try:
+        with tempfile.TemporaryDirectory() as logs:
+            threads = [threading.Thread(target=run_amqp_variant,
+                                        args=(v, args.broker, None, long_node, db_url(base, db), args, Path(logs),
+                                              results))
+                       for v, db in (("stock", 13), ("sentinel", 14))]
+            for t in threads:
+                t.start()
+                time.sleep(0.5)
+            for t in threads:
+                t.join()
+    finally:
+        long_node.stop()
+    amqp_report({v: results[v] for v in AMQP_LABELS if v in results}, args)
+    print(f"(run took {time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":

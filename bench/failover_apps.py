@@ -3,6 +3,8 @@
 stock     plain Celery, acks_late + reject_on_worker_lost, default visibility timeout (1 h)
 tuned     the same with visibility_timeout=10 s and kombu's unacked sweep every 1 s
 sentinel  the Sentinel app with the shipped config (heartbeat 2 s, stale threshold 6 s)
+
+With BENCH_FO_BROKER (an amqp:// URL) the broker is RabbitMQ; the runs are recorded in Redis either way.
 """
 import json
 import os
@@ -12,12 +14,13 @@ from celery import Celery
 
 VARIANT = os.environ.get("BENCH_FO_VARIANT", "stock")
 URL = os.environ.get("BENCH_FO_URL", "redis://127.0.0.1:6379/10")
+BROKER = os.environ.get("BENCH_FO_BROKER") or URL  # RabbitMQ for --broker amqp://…; records stay in Redis
 
 if VARIANT == "sentinel":
     from sentinel_celery.plugin import create_app
     app = create_app("bench_failover")
 else:
-    app = Celery("bench_failover", broker=URL, backend=URL)
+    app = Celery("bench_failover", broker=BROKER, backend=URL)
     app.conf.task_acks_late = True
     app.conf.task_reject_on_worker_lost = True
     if VARIANT == "tuned":

@@ -1,6 +1,7 @@
 """``sentinel demo``: the whole product on one machine with only Python, in about a minute.
 
-It uses ``REDIS_URL`` if it answers, else an embedded Redis; starts ``sentinel hub`` (the local
+It uses ``REDIS_URL`` if it answers, else an embedded Redis (``--broker amqp://…`` puts the task
+messages on RabbitMQ; Sentinel's state stays in that Redis); starts ``sentinel hub`` (the local
 GitHub API) unless a real GitHub is configured; starts three workers in different regions with
 different capacities (build, test + build, deploy), the monitor with its metrics endpoint, and
 Flower; enqueues build → test → deploy chains for a few projects, with commit SHAs and linked
@@ -23,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from celery import chain
 
@@ -183,7 +185,7 @@ def _progress_line(app, results, registry, leases) -> tuple[str, dict]:
     return line, states
 
 
-def run_demo(redis_url: str, *, keep_running: bool = False, no_kill: bool = False, no_flower: bool = False,
+def run_demo(redis_url: str, *, broker_url: str = "", keep_running: bool = False, no_kill: bool = False, no_flower: bool = False,
              timeout: float = 240, echo: Callable[[str], None] = print) -> None:
     """The demo; see the module docstring. Raises :class:`DemoFailed` if the workload does not finish."""
     started_at = time.monotonic()
@@ -193,6 +195,11 @@ def run_demo(redis_url: str, *, keep_running: bool = False, no_kill: bool = Fals
         url, stack.redis_server = ensure_redis(redis_url)
         echo(f"Redis: {url}" + (" (embedded, started for this demo)" if stack.redis_server else ""))
         env = {"REDIS_URL": url, "SENTINEL_NAMESPACE": namespace, "SENTINEL_BROKER_PREFIX": namespace}
+        if broker_url:
+            env["SENTINEL_BROKER_URL"] = broker_url
+            where = urlsplit(broker_url)
+            echo(f"Broker: {where.scheme}://{where.hostname}:{where.port or 5672}{where.path or '/'} "
+                 f"(Sentinel's state stays in Redis)")
         os.environ.update(env)
         cfg = load_config()
         github_env = _github_env(cfg, stack, echo)
