@@ -13,7 +13,6 @@ any minute, and the mirror lag (first event of an object → its write) p50/p95.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery.result import ResultSet  # noqa: E402
 
+from bench.hubcluster import forget_namespace, hub_cluster_env  # noqa: E402
 from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
-from sentinel_celery.config import load_config, set_config  # noqa: E402
 from sentinel_celery.github.mirror import mirror_status  # noqa: E402
 from sentinel_celery.hub import Hub  # noqa: E402
 from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
@@ -65,16 +64,7 @@ def main() -> None:
     client = redis.Redis.from_url(base, decode_responses=True)
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
-        config_dir = Path(tmp) / "config"
-        config_dir.mkdir()
-        (config_dir / "shared.json").write_text(json.dumps({"github": {"mirror": {"flushIntervalMs": args.flush_ms}}}))
-        env = {"REDIS_URL": base, "SENTINEL_NAMESPACE": ns, "SENTINEL_BROKER_PREFIX": ns,
-               "SENTINEL_CONFIG_DIR": str(config_dir), "GITHUB_OWNER": hub.owner,
-               "GITHUB_REPO": hub.repo.split("/")[1], "GITHUB_TOKEN": hub.token, "GITHUB_API_URL": hub.base_url}
-        os.environ.update(env)
-        os.environ.pop("WORKER_ID", None)
-        cfg = load_config()
-        set_config(cfg)
+        env, cfg = hub_cluster_env(tmp, base, ns, hub, {"github": {"mirror": {"flushIntervalMs": args.flush_ms}}})
         app = create_app("bench_github_client", config=cfg)
         try:
             repo = hub.client().get_repo(hub.repo)
@@ -111,9 +101,7 @@ def main() -> None:
                 p.stop(timeout=30)
             app.close()
             hub.stop()
-            keys = list(client.scan_iter(match=f"{ns}*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i:i + 500])
+            forget_namespace(client, ns)
             if server:
                 server.stop()
 

@@ -14,7 +14,6 @@ the intake token's requests in the hub's log (permission lookups, polls), the mi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -28,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from bench.hubcluster import forget_namespace, hub_cluster_env  # noqa: E402
 from sentinel_celery.cluster.processes import start_worker, wait_for  # noqa: E402
-from sentinel_celery.config import load_config, set_config  # noqa: E402
 from sentinel_celery.hub import Hub  # noqa: E402
 from sentinel_celery.intake.duty import IntakeService  # noqa: E402
 from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
@@ -108,21 +107,12 @@ def main() -> None:
     client = redis.Redis.from_url(base, decode_responses=True)
     worker = None
     with tempfile.TemporaryDirectory() as tmp:
-        config_dir = Path(tmp) / "config"
-        config_dir.mkdir()
         shared = {"github": {"webhookSecret": SECRET, "mirror": {"inWorkers": False}, "intake": {
             "pollIntervalMs": args.poll_ms, "maxCommandsPerIssuePerMinute": 10_000,
             "templates": {"build": {"type": "build", "argv": DATE}},
             "rules": [{"on": "issue_comment", "command": "/build", "template": "build"},
                       {"on": "label", "prefix": "sentinel:run-"}]}}}  # a label rule: labels are polled too
-        (config_dir / "shared.json").write_text(json.dumps(shared))
-        env = {"REDIS_URL": base, "SENTINEL_NAMESPACE": ns, "SENTINEL_BROKER_PREFIX": ns,
-               "SENTINEL_CONFIG_DIR": str(config_dir), "GITHUB_OWNER": hub.owner,
-               "GITHUB_REPO": hub.repo.split("/")[1], "GITHUB_TOKEN": hub.token, "GITHUB_API_URL": hub.base_url}
-        os.environ.update(env)
-        os.environ.pop("WORKER_ID", None)
-        cfg = load_config()
-        set_config(cfg)
+        env, cfg = hub_cluster_env(tmp, base, ns, hub, shared)
         app = create_app("bench_intake", config=cfg)
         try:
             dev = hub.add_token(login="dev", access="write", label="dev")
@@ -143,9 +133,7 @@ def main() -> None:
                 worker.stop(timeout=30)
             app.close()
             hub.stop()
-            keys = list(client.scan_iter(match=f"{ns}*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i:i + 500])
+            forget_namespace(client, ns)
             if server:
                 server.stop()
 
