@@ -5,7 +5,9 @@ around :func:`run_job`. Every argument is checked before the command starts (:cl
 names the argument): nothing is converted silently, so ``timeout="600"`` or an ``argv`` holding
 ``None`` is refused rather than half-run. Once the command has started, whatever ends the task — a
 lost lease, a timeout, Celery's soft time limit, any exception — stops the command's whole process
-group before the task returns, so a lease is never released while its command still runs.
+group before the task returns, so a lease is never released while its command still runs. If the
+pool process itself dies first (kill -9, hard time limit), the worker's main process stops the
+command from the note the runner leaves (worker/commands.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 from typing import Mapping
 
 from sentinel_celery.config import get_config
+from sentinel_celery.worker import commands
 
 OUTPUT_TAIL_LINES = 40
 OUTPUT_TAIL_BYTES = 4000
@@ -114,7 +117,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_command(argv, *, cwd: str | None = None, env: Mapping[str, str] | None = None,
-                timeout: float | None = None, lease=None) -> dict:
+                timeout: float | None = None, lease=None, task_id: str | None = None) -> dict:
     """Run ``argv``; return exit_code, duration, output_tail, timed_out, lease_lost.
 
     Raises :class:`JobArgumentError` before anything starts if an argument is invalid."""
@@ -133,6 +136,7 @@ def run_command(argv, *, cwd: str | None = None, env: Mapping[str, str] | None =
             tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
         proc.stdout.close()
 
+    commands.note(task_id, proc.pid)
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     timed_out = lease_lost = False
@@ -154,6 +158,8 @@ def run_command(argv, *, cwd: str | None = None, env: Mapping[str, str] | None =
         # a soft time limit, a signal, a bug: the command must not outlive the task (and its lease)
         _kill_group(proc)
         raise
+    finally:
+        commands.forget(task_id)
     reader.join(timeout=5)
     output = "\n".join(tail)[-OUTPUT_TAIL_BYTES:]
     return {"exit_code": proc.returncode, "duration": round(time.monotonic() - started, 3),
@@ -163,7 +169,7 @@ def run_command(argv, *, cwd: str | None = None, env: Mapping[str, str] | None =
 def run_job(task, argv, *, cwd=None, env=None, timeout=None, github_issue=None, sha=None) -> dict:
     """The body of a built-in job task; raise :class:`JobFailed` on a non-zero exit or timeout."""
     lease = task.lease
-    outcome = run_command(argv, cwd=cwd, env=env, timeout=timeout, lease=lease)
+    outcome = run_command(argv, cwd=cwd, env=env, timeout=timeout, lease=lease, task_id=task.request.id)
     result = {
         **outcome,
         "worker": get_config().worker_id,

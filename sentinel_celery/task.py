@@ -42,6 +42,8 @@ def _tell_lease_hooks(task, lease, held: bool) -> None:
 
 class SentinelTask(Task):
     abstract = True
+    #: stops a job's command when the pool process running the task is lost (worker/commands.py)
+    Request = "sentinel_celery.worker.commands:CommandRequest"
     task_type: str | None = None
     lock_key: str | bool | None = None
     lock_ttl: float | None = None

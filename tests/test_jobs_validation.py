@@ -4,6 +4,8 @@ Real worker processes run ``workers.deploy.run``; each command records its pid a
 commands were still alive when it started, so an overlap of two deploys to one environment shows.
 """
 import json
+import os
+import signal
 import sys
 import time
 
@@ -150,3 +152,23 @@ def alive(pid):
     except OSError:
         return False
     return state != "Z"
+
+
+def parent_of(pid):
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_pool_process_killed_with_sigkill_does_not_leave_its_command_running(workers, celery_client, tmp_path):
+    w = workers.start("wk9", queues=["deploy"], concurrency=1)
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    celery_client.send_task("workers.deploy.run", kwargs={"argv": step("first", steps, 12), "environment": "prod"})
+    wait_for(lambda: (steps / "first.pid").exists(), 30, message="the command to start")
+    pid = int((steps / "first.pid").read_text())
+    pool_child = parent_of(pid)
+    assert pool_child != w.pid
+    os.kill(pool_child, signal.SIGKILL)  # the OOM killer, say
+    wait_for(lambda: not alive(pid), 6, message="the orphaned command to be stopped")
+    assert f"stopping its command (process group {pid})" in w.log()
+    time.sleep(7)
+    assert not (steps / "first.done").exists(), "the command outlived its pool process"
