@@ -125,6 +125,8 @@ SCHEMA: dict[str, Any] = {
     "redis": {
         "url": _opt(str, "redis://127.0.0.1:6379/0"),
         "brokerKeyPrefix": _opt(str, ""),
+        # redis+sentinel:// only: how long a command waits for Redis Sentinel to promote a new master
+        "failoverWaitSeconds": _opt((int, float), 60),
     },
     # the Celery broker when it is not the Redis above (e.g. amqp://user:pass@host:5672/vhost)
     "broker": {

@@ -13,6 +13,8 @@ from celery.utils.imports import symbol_by_name
 
 from sentinel_celery.config import ConfigError, get_config, redact_url
 from sentinel_celery.plugin import create_app
+from sentinel_celery.state.redis_sentinel import MasterNotFoundError, master_not_found
+from sentinel_celery.state.redis_url import RedisURLError, parse_sentinel_url
 
 
 def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
@@ -90,6 +92,11 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except ConfigError as exc:
             fail(exc.describe())
+        except RedisURLError as exc:
+            fail(f"redis.url: {exc}")
+        except MasterNotFoundError:
+            parsed = parse_sentinel_url(get_config().redis_url)
+            fail(f"cannot reach the Redis {parsed.where()}: {master_not_found(parsed)}")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = redact_url(get_config().redis_url)
             fail(f"cannot reach Redis at {url}: {exc}")
