@@ -18,9 +18,16 @@ from kombu import Queue
 from sentinel_celery import cluster, github, intake, worker
 from sentinel_celery.broker.amqp_transport import client_properties, routing_into_headers
 from sentinel_celery.broker.factory import is_amqp
+from sentinel_celery.broker.redis_transport import stay_on_transport
 from sentinel_celery.cluster.balancer import Balancer
 from sentinel_celery.config import Config, ConfigError, get_config, set_config
 from sentinel_celery.routing import TaskRouter
+from sentinel_celery.state.redis_url import (
+    is_sentinel_url,
+    kombu_sentinel_url,
+    kombu_transport_options,
+    parse_sentinel_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +43,11 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
     cfg = config or _config_or_exit()
     conf = app.conf
 
+    # redis+sentinel://: kombu's sentinel:// URLs, with the master name in the transport options
+    sentinel = parse_sentinel_url(cfg.redis_url) if is_sentinel_url(cfg.redis_url) else None
+    own_broker_url = kombu_sentinel_url(sentinel) if sentinel else cfg.redis_url
     if not conf.broker_url:
-        conf.broker_url = cfg.broker_url
+        conf.broker_url = cfg.get("broker.url") or own_broker_url
     on_amqp = is_amqp(conf.broker_url)
     if conf.result_backend is None:
         conf.result_backend = github.result_backend_url(cfg)  # github+redis:// when GitHub is configured
@@ -68,6 +78,13 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
                                             dispatch_uid="sentinel-amqp-routing-headers")
     else:
         opts.setdefault("visibility_timeout", cfg.get("distributed.failover.visibilityTimeoutSeconds"))
+    if sentinel is not None:  # the broker (when it is this Redis) and the result backend need the master's name
+        result_opts = dict(conf.result_backend_transport_options or {})
+        for key, value in kombu_transport_options(sentinel).items():
+            if conf.broker_url == own_broker_url:
+                opts.setdefault(key, value)
+            result_opts.setdefault(key, value)
+        conf.result_backend_transport_options = result_opts
     if cfg.get("redis.brokerKeyPrefix"):
         opts.setdefault("global_keyprefix", cfg.get("redis.brokerKeyPrefix"))
         # results too (celery-task-meta-*), so one prefix holds everything a cluster keeps in Redis
@@ -75,9 +92,13 @@ def install(app: Celery, config: Config | None = None, *, include_jobs: bool = T
         result_opts.setdefault("global_keyprefix", cfg.get("redis.brokerKeyPrefix"))
         conf.result_backend_transport_options = result_opts
     conf.broker_transport_options = opts
-    if conf.broker_transport is None and conf.broker_url == cfg.redis_url and cfg.redis_url.startswith("redis://"):
-        # kombu's Redis transport, recording each message's holder with its unacked entry
-        conf.broker_transport = "sentinel_celery.broker.redis_transport:TrackingTransport"
+    if conf.broker_transport is None and conf.broker_url == own_broker_url:
+        # kombu's Redis (or Redis Sentinel) transport, recording each message's holder with its unacked entry
+        if sentinel is not None:
+            conf.broker_transport = "sentinel_celery.broker.redis_transport:TrackingSentinelTransport"
+            stay_on_transport(app)
+        elif cfg.redis_url.startswith("redis://"):
+            conf.broker_transport = "sentinel_celery.broker.redis_transport:TrackingTransport"
     # A result stored while Redis restarts is retried, so a task that succeeded is not recorded FAILURE.
     for key, value, default in (("result_backend_always_retry", True, False),
                                 ("result_backend_max_retries", 20, float("inf"))):

@@ -26,6 +26,7 @@ from sentinel_celery.broker.base import Waiting, message_age
 from sentinel_celery.config import Config
 from sentinel_celery.routing import HOME_PROPERTY
 from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.redis_url import redis_url_of_broker
 
 PRIORITY_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -50,7 +51,7 @@ class BrokerQueues:
         opts = conf.broker_transport_options or {}
         self.prefix = opts.get("global_keyprefix", "") or ""
         self.steps = tuple(opts.get("priority_steps") or DEFAULT_PRIORITY_STEPS)
-        self.client = client or get_redis(conf.broker_url)
+        self.client = client or get_redis(redis_url_of_broker(conf.broker_url, opts))
         self._move = self.client.register_script(_MOVE)
 
     @classmethod

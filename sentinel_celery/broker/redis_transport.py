@@ -20,6 +20,12 @@ worker's main process (worker/tags.py). Without a holder, or when the holder's k
 broker's key prefix (the pipeline would write it elsewhere), the QoS behaves exactly as kombu's and
 the worker records the tag itself.
 
+On a Redis Sentinel deployment (``REDIS_URL=redis+sentinel://...``, which ``install()`` turns into
+kombu's ``sentinel://`` URLs) ``TrackingSentinelTransport`` is kombu's sentinel transport with the
+same QoS. kombu cycles through the sentinel URLs when a connection fails and, on each switch,
+re-derives the transport from the URL's scheme (the stock ``sentinel`` one); ``StayOnTransport``
+keeps the transport the connection was made with.
+
 Redis keys: kombu's ``unacked``/``unacked_index`` (under the broker prefix), and the holder's
 ``tags:<instance>`` set.
 """
@@ -30,6 +36,7 @@ import time
 from typing import Protocol
 
 import redis
+from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import QoS as VirtualQoS
 from kombu.utils.json import dumps
@@ -156,3 +163,27 @@ class TrackingTransport(kombu_redis.Transport):
 
     Channel = TrackingChannel
 
+
+class TrackingSentinelChannel(kombu_redis.SentinelChannel):
+    QoS = TrackingQoS
+
+
+class TrackingSentinelTransport(kombu_redis.SentinelTransport):
+    """``sentinel://`` as kombu implements it, with ``TrackingQoS``. ``install()`` selects it."""
+
+    Channel = TrackingSentinelChannel
+
+
+class StayOnTransport(Connection):
+    """kombu's ``Connection``, keeping its transport class when it fails over to the next URL."""
+
+    def switch(self, conn_str):
+        transport = self._initial_params.get("transport")
+        super().switch(conn_str)
+        if transport:
+            self.transport_cls = transport  # not the stock transport of the next URL's scheme
+
+
+def stay_on_transport(app) -> None:
+    """Make ``app``'s broker connections keep their transport across kombu's URL failover."""
+    app.amqp.Connection = StayOnTransport

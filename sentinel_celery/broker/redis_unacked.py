@@ -32,6 +32,7 @@ import redis
 from sentinel_celery.broker.base import Unacked
 from sentinel_celery.broker.redis_queues import PRIORITY_SEP
 from sentinel_celery.state.connection import get_redis
+from sentinel_celery.state.redis_url import redis_url_of_broker
 
 
 class UnackedMessages:
@@ -43,7 +44,7 @@ class UnackedMessages:
         self.prefix = opts.get("global_keyprefix", "") or ""
         self.unacked_key = self.prefix + opts.get("unacked_key", "unacked")
         self.index_key = self.prefix + opts.get("unacked_index_key", "unacked_index")
-        self.client = client or get_redis(app.conf.broker_url)
+        self.client = client or get_redis(redis_url_of_broker(app.conf.broker_url, opts))
         self._connection = None
         self._channel = None
 

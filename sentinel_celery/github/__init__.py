@@ -35,6 +35,7 @@ from sentinel_celery.github.backend import on_before_publish, on_lease, on_task_
 from sentinel_celery.github.client import configured
 from sentinel_celery.github.mirror import Mirror, MirrorThread, mirror_status
 from sentinel_celery.state import outbox
+from sentinel_celery.state.redis_url import is_sentinel_url, kombu_sentinel_url, parse_sentinel_url
 from sentinel_celery.worker.runtime import WorkerRuntime
 
 __all__ = ["connect", "configured", "mirror_status", "result_backend_url"]
@@ -43,10 +44,16 @@ logger = logging.getLogger(__name__)
 
 BACKEND_ALIAS = "github"
 BACKEND_CLASS = "sentinel_celery.github.backend:GitHubRedisBackend"
+SENTINEL_BACKEND_ALIAS = "githubsentinel"
+SENTINEL_BACKEND_CLASS = "sentinel_celery.github.backend:GitHubSentinelBackend"
 
 
 def result_backend_url(cfg) -> str:
-    """``github+redis://...`` when GitHub is configured, else the plain Redis URL."""
+    """``github+redis://...`` when GitHub is configured, else the plain Redis URL. For
+    ``redis+sentinel://``: Celery's ``sentinel://`` backend (``githubsentinel+sentinel://...``)."""
+    if is_sentinel_url(cfg.redis_url):
+        url = kombu_sentinel_url(parse_sentinel_url(cfg.redis_url))
+        return f"{SENTINEL_BACKEND_ALIAS}+{url}" if configured(cfg) else url
     return f"{BACKEND_ALIAS}+{cfg.redis_url}" if configured(cfg) else cfg.redis_url
 
 
@@ -57,6 +64,7 @@ def connect(app, cfg) -> None:
     # The alias also works when the package's entry points were not reinstalled.
     overrides = dict(getattr(app.loader, "override_backends", {}) or {})
     overrides.setdefault(BACKEND_ALIAS, BACKEND_CLASS)
+    overrides.setdefault(SENTINEL_BACKEND_ALIAS, SENTINEL_BACKEND_CLASS)
     app.loader.override_backends = overrides
     if not configured(cfg):
         return  # nothing to mirror: plain tasks and workers pay nothing at all

@@ -6,7 +6,8 @@ stores (STARTED, RETRY, SUCCESS, FAILURE, REVOKED, and a failure stored for it b
 worker was lost) is also appended to the outbox, in the same Redis pipeline as the result itself
 (``SET`` + ``PUBLISH`` + ``XADD``: no extra round trip). Plain tasks cost nothing more than a dict
 lookup. Registered as the ``github`` alias through the ``celery.result_backends`` entry point
-(``sentinel`` is taken: Celery uses it for Redis Sentinel).
+(``sentinel`` is taken: Celery uses it for Redis Sentinel); on a Redis Sentinel deployment the same
+events ride on Celery's ``SentinelBackend`` as ``githubsentinel+sentinel://``.
 
 Also here, the two other appenders of ``task`` events:
 
@@ -27,7 +28,7 @@ import threading
 import time
 
 from celery import current_app, states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 from sentinel_celery.config import get_config
 from sentinel_celery.github.client import configured
@@ -110,7 +111,7 @@ def task_event(app, task_id: str, result, state: str, traceback, request, link: 
     return event
 
 
-class GitHubRedisBackend(RedisBackend):
+class GitHubEvents:
     """Redis results, plus an outbox event per state change of a linked task (same pipeline)."""
 
     def __init__(self, *args, **kwargs):
@@ -167,6 +168,14 @@ class GitHubRedisBackend(RedisBackend):
         if isinstance(results[2], Exception):
             outbox.errors += 1
             logger.warning("sentinel: could not append the GitHub event of task %s: %s", task_id, results[2])
+
+
+class GitHubRedisBackend(GitHubEvents, RedisBackend):
+    """``github+redis://``: Celery's Redis backend with the GitHub events."""
+
+
+class GitHubSentinelBackend(GitHubEvents, SentinelBackend):
+    """``githubsentinel+sentinel://``: Celery's Redis Sentinel backend with the GitHub events."""
 
 
 # -- the other task events -----------------------------------------------------------------------
