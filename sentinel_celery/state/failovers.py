@@ -18,6 +18,7 @@ import json
 import redis
 
 from sentinel_celery.config import Config
+from sentinel_celery.state.replication import replicated
 
 EVENTS_MAX = 1000
 
@@ -50,13 +51,13 @@ class FailoverRecords:
 
     def record(self, event: dict) -> None:
         """Store one failover event and add it to the totals."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lpush(self.events_key, json.dumps(event))
-        pipe.ltrim(self.events_key, 0, EVENTS_MAX - 1)
-        pipe.hincrby(self.stats_key, "failovers", 1)
-        pipe.hincrby(self.stats_key, "recovered_tasks", len(event["tasks_recovered"]))
-        pipe.hincrby(self.stats_key, "dead_lettered", len(event["dead_lettered"]))
-        pipe.execute()
+        def write(pipe) -> None:
+            pipe.lpush(self.events_key, json.dumps(event))
+            pipe.ltrim(self.events_key, 0, EVENTS_MAX - 1)
+            pipe.hincrby(self.stats_key, "failovers", 1)
+            pipe.hincrby(self.stats_key, "recovered_tasks", len(event["tasks_recovered"]))
+            pipe.hincrby(self.stats_key, "dead_lettered", len(event["dead_lettered"]))
+        replicated(self.client, write, f"failover record of {event.get('worker', 'a worker')}")
 
     def task_counts(self, task_id: str | None) -> dict[str, int]:
         if not task_id:

@@ -20,7 +20,8 @@ polling, no CPU while waiting; the wait also ends when the holder's TTL runs out
 Redis keys (under the namespace):
   lease:<name>          hash: owner, token, acquired, expires, worker, task_id, [waiting]
                         (PEXPIRE = ttl)
-  lease:fence           the last token handed out, for all names (never expires)
+  lease:fence           the last token handed out, for all names (never expires); an acquisition
+                        is acknowledged only once a replica has it (state/replication.py)
   lease:stats:<name>    hash: acquisitions, conflicts, waits, releases, lost, fenced, last_token, ...;
                         expires statsRetentionSeconds after the last acquisition
   leases:recent         zset: name -> its lease's expiry while held, the release time after (ms):
@@ -46,6 +47,7 @@ import redis
 from sentinel_celery.config import get_config
 from sentinel_celery.state.connection import get_redis, server_time_ms
 from sentinel_celery.state.direct import DirectConnection, LuaScript
+from sentinel_celery.state.replication import require_acknowledged, wait_for_replica
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +254,16 @@ class RedisLeaseBackend(LeaseBackend):
 
     def acquire(self, name, owner, ttl_ms, worker="", task_id="", waiting=False):
         """The one place a lease is taken: the acquire script on the private connection."""
-        res = self.direct.run(self._acquire, (), (name, owner, ttl_ms, worker, task_id, "1" if waiting else "0"))
+        args = (name, owner, ttl_ms, worker, task_id, "1" if waiting else "0")
+        # once acknowledged, the lease and its token must outlive a master switch: WAIT for a replica
+        wait = wait_for_replica(self.client)
+        if wait is None:
+            res = self.direct.run(self._acquire, (), args)
+        else:
+            res, acked = self.direct.run(self._acquire, (), args, wait=wait)
+            if res[0] == 1:
+                require_acknowledged(self.client, acked, f"lease '{name}' acquisition",
+                                     undo=lambda: self.release(name, owner, int(res[1]), worker))
         if res[0] == 1:
             return Acquired(True, token=int(res[1]))
         return Acquired(False, holder=res[1], token=int(res[2]) if res[2] else None,
