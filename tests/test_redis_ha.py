@@ -9,13 +9,13 @@ import pytest
 
 from sentinel_celery.cluster.processes import start_worker, wait_for
 from sentinel_celery.config import load_config, set_config
+from sentinel_celery.ops.redis_ha import RedisHA
 from sentinel_celery.plugin import create_app
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.failovers import read_events
 from sentinel_celery.state.leases import RedisLeaseBackend, try_acquire
 from sentinel_celery.state.registry import RedisRegistry
 from tests import ha_jobs
-from tests.redis_ha_support import RedisHA
 
 pytestmark = pytest.mark.timeout(90)
 

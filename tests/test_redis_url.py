@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from sentinel_celery.cli import main
 from sentinel_celery.config import load_config, set_config
+from sentinel_celery.ops.redis_ha import RedisHA, free_port
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.redis_url import (
     RedisURLError,
@@ -17,7 +18,6 @@ from sentinel_celery.state.redis_url import (
     parse_sentinel_url,
     redact,
 )
-from tests.redis_ha_support import RedisHA, free_port
 
 
 def test_the_documented_form_parses_with_defaults():

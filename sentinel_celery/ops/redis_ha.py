@@ -1,6 +1,7 @@
-"""A Redis Sentinel deployment on loopback for tests and benchmarks: one primary, its replicas
-(``redis-server --replicaof``) and sentinels (``redis-server --sentinel``), each on a free port,
-in a temporary directory. Every process is started here and stopped here; nothing else is touched."""
+"""A local Redis Sentinel deployment on loopback, for tests and benchmarks: one primary, its replicas
+(``redis-server --replicaof``) and sentinels (``redis-server --sentinel``), each on a free port, in
+a directory of the caller's. Every process is started here and stopped here (kill -9 of the process
+group); nothing else is touched. ``RedisHA.url`` is the ``redis+sentinel://`` URL naming it."""
 from __future__ import annotations
 
 import os
