@@ -43,3 +43,12 @@ def plain(n, sleep=0.3):
                     json.dumps({"n": n, "phase": "end", "pid": os.getpid(), "at": time.time()}))
     time.sleep(sleep)
     return n
+
+
+@shared_task(base=SentinelTask, bind=True, name="tests.ha.hold", task_type="build")
+def hold(self, tag, first=60.0, then=0.2):
+    """Runs ``first`` seconds, or ``then`` once failover has given it back."""
+    recovered = getattr(self.request, "sentinel_recovered", None)
+    record(tag=tag, task_id=self.request.id, phase="start", recovered=recovered)
+    time.sleep(then if recovered else first)
+    return tag

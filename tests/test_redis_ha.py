@@ -69,6 +69,10 @@ def ha_cluster(redis_ha, tmp_path, monkeypatch, redis_url, namespace):
             proc.stop(timeout=15)
 
 
+def witness_runs(rclient, namespace):
+    return [json.loads(r) for r in rclient.lrange(f"{namespace}runs", 0, -1)]
+
+
 def test_a_killed_primary_loses_no_acknowledged_task_and_no_token_goes_back(redis_ha, ha_cluster, rclient,
                                                                              namespace):
     app, procs, ha_client = ha_cluster
@@ -92,7 +96,7 @@ def test_a_killed_primary_loses_no_acknowledged_task_and_no_token_goes_back(redi
             time.sleep(0.05)
 
     def runs():
-        return [json.loads(r) for r in rclient.lrange(f"{namespace}runs", 0, -1)]
+        return witness_runs(rclient, namespace)
 
     sender = threading.Thread(target=send_all, daemon=True)
     sender.start()
@@ -164,3 +168,27 @@ def test_a_killed_primary_loses_no_acknowledged_task_and_no_token_goes_back(redi
     print(f"\nredis failover: {len(acknowledged)} acknowledged, lost {len(lost)}, run twice {len(twice)}, "
           f"send retries {len(send_failures)}, switch {switched_at - killed_at:.1f}s, "
           f"tokens before <= {max(before)} < after >= {min(after)}")
+
+
+def test_on_the_sentinel_transport_a_killed_workers_message_is_recorded_and_given_back(ha_cluster, rclient,
+                                                                                    namespace):
+    app, procs, ha_client = ha_cluster
+    assert all("Connected to sentinel_celery.broker.redis_transport:TrackingSentinelTransport" in p.log()
+               for p in procs)
+    app.send_task(ha_jobs.hold.name, kwargs={"tag": "victim"}, task_id="victim")
+    first = wait_for(lambda: [r for r in witness_runs(rclient, namespace) if r["tag"] == "victim"], 30,
+                     message="the victim to start")[0]
+    victim = next(p for p in procs if p.worker_id == first["worker"])
+    registry = RedisRegistry(ha_client, namespace, HA_SHARED["distributed"]["heartbeat"]["staleThresholdMs"])
+    instance = registry.get(victim.worker_id)["instance"]
+    # the holder was written in kombu's own unacked transaction: the tag is there, and it is the unacked one
+    assert ha_client.smembers(f"{namespace}tags:{instance}") == set(ha_client.hkeys(f"{namespace}unacked"))
+    assert len(ha_client.hkeys(f"{namespace}unacked")) == 1
+    victim.kill9()
+    rerun = wait_for(lambda: [r for r in witness_runs(rclient, namespace)
+                              if r["tag"] == "victim" and r["worker"] != victim.worker_id], 30,
+                     message="the victim to run again on the other worker")[0]
+    assert rerun["recovered"] == 1
+    (event,) = read_events(ha_client, namespace, 10)
+    assert event["worker"] == victim.worker_id, event
+    assert [t["id"] for t in event["tasks_recovered"]] == ["victim"], event["tasks_recovered"]

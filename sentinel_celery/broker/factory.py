@@ -1,6 +1,7 @@
 """Which :class:`~sentinel_celery.broker.base.Broker` an app (or a config) has, from its broker URL.
 
-``redis://``, ``rediss://``, ``unix://`` → :class:`RedisBroker`; ``amqp://``, ``amqps://``,
+``redis://``, ``rediss://``, ``unix://``, kombu's ``sentinel://`` (what ``install()`` makes of
+``redis+sentinel://``) → :class:`RedisBroker`; ``amqp://``, ``amqps://``,
 ``pyamqp://`` → :class:`AmqpBroker` (RabbitMQ; one per process and thread, reconnecting on use). Any other scheme raises :class:`UnsupportedBroker`
 naming the scheme (never the URL: it may carry a password).
 
@@ -20,7 +21,7 @@ from sentinel_celery.broker.base import Broker
 from sentinel_celery.broker.redis_broker import RedisBroker
 from sentinel_celery.config import Config, get_config
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
 
 # One AMQP connection per (URL, process, thread): duties call broker_for() every tick, and py-amqp

@@ -16,7 +16,7 @@ import time
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from sentinel_celery.state.redis_url import SentinelURL
 
@@ -25,7 +25,7 @@ __all__ = ["MasterNotFoundError", "master_client", "master_not_found", "RetryWit
 BACKOFF_CAP_S = 1.0
 BACKOFF_BASE_S = 0.05
 
-#: masters this process has reached: only those are waited for (a switch under way); a master
+#: deployments (sentinels and master name) this process has reached: only those are waited for (a switch under way); a master
 #: never reached is a configuration problem or a cluster that is down, said at once
 _reached: set[str] = set()
 
@@ -37,6 +37,7 @@ class RetryWithin(Retry):
     own copy), so a count would multiply; a deadline from the first failure does not."""
 
     def __init__(self, within_s: float, master: str):
+        """``master``: the deployment's identity (its sentinels and master name)."""
         super().__init__(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), -1,
                          (redis.ConnectionError, redis.TimeoutError, socket.timeout))
         self.within_s = within_s
@@ -67,6 +68,19 @@ class RetryWithin(Retry):
                 time.sleep(min(self._backoff.compute(failures), deadline - now))
 
 
+class FollowingConnection(SentinelManagedConnection):
+    """redis-py's sentinel-managed connection, asking the sentinels again on every reconnect.
+
+    redis-py asks them when a connection is taken from the pool, but a command retried on the
+    same connection (``Retry``) reconnects to the address it had: the dead master, until the retries
+    run out. Here every (re)connect goes to the master the sentinels name now."""
+
+    def connect_check_health(self, *args, **kwargs):
+        if not self._sock and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super().connect_check_health(*args, **kwargs)
+
+
 def _sentinel(parsed: SentinelURL, timeout_s: float) -> Sentinel:
     sentinel_kwargs = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if parsed.sentinel_password:
@@ -82,7 +96,7 @@ def master_client(parsed: SentinelURL, *, failover_wait_s: float, decode_respons
         parsed.master, redis_class=redis.Redis, db=parsed.db, username=parsed.username, password=parsed.password,
         decode_responses=decode_responses, socket_timeout=socket_timeout,
         socket_connect_timeout=socket_connect_timeout, health_check_interval=health_check_interval,
-        retry=RetryWithin(failover_wait_s, parsed.master))
+        retry=RetryWithin(failover_wait_s, parsed.where()), connection_class=FollowingConnection)
 
 
 def master_not_found(parsed: SentinelURL, timeout_s: float = 2.0) -> str:

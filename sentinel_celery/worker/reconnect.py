@@ -9,7 +9,7 @@ notes at the break which delivery tags the worker held and, once the consumer is
 puts back every one of them that is not running — at the head of its queue, as failover does for a
 dead worker. A running task keeps its message: its acknowledgement ends it as usual.
 
-Owns no Redis keys (moves kombu's ``unacked`` entries back to their queues, see broker/redis_unacked.py).
+Owns no Redis keys (the broker puts the held messages back: ``Broker.restore``, broker/base.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from sentinel_celery.broker.redis_unacked import UnackedMessages
+from sentinel_celery.broker.factory import broker_for
 from sentinel_celery.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ class GiveBackOnReconnect(bootsteps.StartStopStep):
     def give_back(app, tags: set[str]) -> list[str]:
         given = []
         try:
-            with UnackedMessages(app) as unacked:
+            with broker_for(app) as broker:
                 for tag in sorted(tags):
-                    if unacked.restore(tag) is not None:
+                    if broker.restore(tag) is not None:
                         given.append(tag)
         except redis.RedisError as exc:
             logger.warning("sentinel: could not give back %d message(s) held before the broker connection "
