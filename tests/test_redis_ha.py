@@ -6,7 +6,9 @@ import threading
 import time
 
 import pytest
+from click.testing import CliRunner
 
+from sentinel_celery.cli import main
 from sentinel_celery.cluster.processes import start_worker, wait_for
 from sentinel_celery.config import load_config, set_config
 from sentinel_celery.ops.redis_ha import RedisHA
@@ -165,6 +167,10 @@ def test_a_killed_primary_loses_no_acknowledged_task_and_no_token_goes_back(redi
     for wid in ("ha-a", "ha-b"):
         info = registry.get(wid)
         assert info.status == "online" and int(info["incarnation"]) == 1, (info.status, info.data)
+    # the commands work on the deployment, through the new primary
+    listed = CliRunner().invoke(main, ["workers", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {row["id"]: row["status"] for row in json.loads(listed.output)} == {"ha-a": "online", "ha-b": "online"}
     print(f"\nredis failover: {len(acknowledged)} acknowledged, lost {len(lost)}, run twice {len(twice)}, "
           f"send retries {len(send_failures)}, switch {switched_at - killed_at:.1f}s, "
           f"tokens before <= {max(before)} < after >= {min(after)}")

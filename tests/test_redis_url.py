@@ -2,13 +2,16 @@
 and Sentinel's own client following a master switch of a real Redis Sentinel deployment."""
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
 from sentinel_celery.cli import main
 from sentinel_celery.config import load_config, set_config
+from sentinel_celery.github.backend import GitHubSentinelBackend
 from sentinel_celery.ops.redis_ha import RedisHA, free_port
+from sentinel_celery.plugin import create_app
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.redis_url import (
     RedisURLError,
@@ -18,6 +21,7 @@ from sentinel_celery.state.redis_url import (
     parse_sentinel_url,
     redact,
 )
+from tests.github_support import shared_with_mirror
 
 
 def test_the_documented_form_parses_with_defaults():
@@ -127,3 +131,31 @@ def test_sentinels_own_client_follows_a_killed_primary_without_a_restart(redis_h
     assert client.get("ha:before") == "1"   # it was replicated (WAITed) before the kill
     new = redis_ha.wait_switch(old)
     assert client.connection_pool.get_master_address()[1] == new != old
+
+
+def test_results_and_the_github_mirror_on_a_sentinel_deployment(redis_ha, github_hub, monkeypatch, tmp_path):
+    (tmp_path / "shared.json").write_text(json.dumps(shared_with_mirror()))
+    for key, value in {"REDIS_URL": redis_ha.url, "SENTINEL_CONFIG_DIR": str(tmp_path),
+                       "SENTINEL_NAMESPACE": "ghha:", "SENTINEL_BROKER_PREFIX": "ghha:",
+                       "GITHUB_OWNER": github_hub.owner, "GITHUB_REPO": github_hub.repo.split("/", 1)[1],
+                       "GITHUB_TOKEN": github_hub.token, "GITHUB_API_URL": github_hub.base_url}.items():
+        monkeypatch.setenv(key, value)
+    set_config(load_config())
+    app = create_app("sentinel_celery")
+    try:
+        # Celery's sentinel:// result backend, with the GitHub events in the same pipeline
+        assert isinstance(app.backend, GitHubSentinelBackend)
+        assert app.conf.result_backend.startswith("githubsentinel+sentinel://127.0.0.1:")
+        repo = github_hub.client().get_repo(github_hub.repo)
+        number = repo.create_issue("a linked job").number
+        request = SimpleNamespace(id="gh-ha-1", kwargs={"github_issue": number}, task="tests.ha.step",
+                                  delivery_info={"routing_key": "build"}, retries=0)
+        app.backend.store_result("gh-ha-1", {"built": True}, "SUCCESS", request=request)
+        assert app.AsyncResult("gh-ha-1").get(timeout=10) == {"built": True}
+        out = CliRunner().invoke(main, ["github", "sync"])
+        assert out.exit_code == 0, out.output
+        assert {label.name for label in repo.get_issue(number).labels} == {"sentinel:done"}
+        status = CliRunner().invoke(main, ["github", "status", "--json"])
+        assert status.exit_code == 0 and json.loads(status.output)["outbox_depth"] == 0, status.output
+    finally:
+        app.close()
