@@ -41,7 +41,7 @@ from sentinel_celery.config import load_config, set_config  # noqa: E402
 from sentinel_celery.ops.embedded import ensure_redis  # noqa: E402
 from sentinel_celery.ops.redis_ha import RedisHA  # noqa: E402
 from sentinel_celery.plugin import create_app  # noqa: E402
-from sentinel_celery.state.redis_url import (  # noqa: E402
+from sentinel_celery.redis_url import (  # noqa: E402
     kombu_sentinel_url,
     kombu_transport_options,
     parse_sentinel_url,

@@ -15,7 +15,7 @@ import time
 import redis
 from celery import Celery
 
-from sentinel_celery.state.redis_url import kombu_sentinel_url, kombu_transport_options, parse_sentinel_url
+from sentinel_celery.redis_url import kombu_sentinel_url, kombu_transport_options, parse_sentinel_url
 from sentinel_celery.task import SentinelTask
 
 VARIANT = os.environ.get("BENCH_RF_VARIANT", "stock")

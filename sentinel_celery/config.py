@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from sentinel_celery.redis_url import RedisURLError, is_sentinel_url, parse_sentinel_url, redact
+
 STRATEGIES = ("pull", "round_robin", "least_loaded", "capacity_based", "affinity")
 CONFLICT_RESOLUTIONS = ("last_write_wins", "version_check")
 COORDINATION_PATTERNS = ("peer_to_peer", "master_worker", "hierarchical")
@@ -324,11 +326,13 @@ def range_problem(path: str, value: Any, ranges: Mapping[str, tuple]) -> str | N
 
 
 #: URL schemes redis-py's ``Redis.from_url`` accepts
-REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (works on malformed URLs too)."""
+    if is_sentinel_url(str(url)):
+        return redact(url)  # a sentinel password may be in the query too
     scheme, sep, rest = str(url).partition("://")
     if not sep:
         return url
@@ -350,6 +354,12 @@ def redis_url_problem(url: Any) -> str | None:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in REDIS_URL_SCHEMES:
         return "it must start with " + ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(url)
+        except RedisURLError as exc:
+            return exc.reason
+        return None
     parts = urlsplit(url)
     if scheme == "unix":
         return None if parts.path else "a unix:// URL needs a socket path"

@@ -21,13 +21,13 @@ from sentinel_celery.broker.factory import is_amqp
 from sentinel_celery.broker.redis_transport import stay_on_transport
 from sentinel_celery.cluster.balancer import Balancer
 from sentinel_celery.config import Config, ConfigError, get_config, set_config
-from sentinel_celery.routing import TaskRouter
-from sentinel_celery.state.redis_url import (
+from sentinel_celery.redis_url import (
     is_sentinel_url,
     kombu_sentinel_url,
     kombu_transport_options,
     parse_sentinel_url,
 )
+from sentinel_celery.routing import TaskRouter
 
 logger = logging.getLogger(__name__)
 

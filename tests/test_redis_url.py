@@ -13,7 +13,7 @@ from sentinel_celery.github.backend import GitHubSentinelBackend
 from sentinel_celery.ops.redis_ha import RedisHA, free_port
 from sentinel_celery.plugin import create_app
 from sentinel_celery.state.connection import get_redis
-from sentinel_celery.state.redis_url import (
+from sentinel_celery.redis_url import (
     RedisURLError,
     SentinelURL,
     kombu_sentinel_url,
@@ -52,7 +52,7 @@ def test_translations_for_kombu_and_the_result_backend():
     ("redis+sentinel://h1/m/zero", "the database must be a number, got 'zero'"),
     ("redis+sentinel://h1/m/0/extra", "the path must be /<master name>/<db>"),
     ("redis+sentinel://:pw@h1/m?password=x", "unknown parameter 'password'"),
-    ("redis://h1:6379/0", "is not a redis+sentinel:// URL"),
+    ("redis://h1:6379/0", "not a redis+sentinel:// URL"),
 ])
 def test_bad_urls_are_one_line_that_never_shows_a_password(url, message):
     with pytest.raises(RedisURLError) as err:
@@ -77,7 +77,8 @@ def test_config_check_names_the_key_of_a_bad_sentinel_url(monkeypatch, tmp_path)
     monkeypatch.setenv("REDIS_URL", "redis+sentinel://:topsecret@h1:26379/mymaster/x")
     out = CliRunner().invoke(main, ["config", "check", "--config-dir", str(tmp_path)])
     assert out.exit_code == 1
-    assert "redis.url: redis+sentinel://:***@h1:26379/mymaster/x: the database must be a number" in out.output
+    assert ("environment (REDIS_URL): 'redis.url' 'redis+sentinel://:***@h1:26379/mymaster/x' is not a Redis URL: "
+            "the database must be a number, got 'x'") in out.output
     assert "topsecret" not in out.output
     monkeypatch.setenv("REDIS_URL", "redis+sentinel://:topsecret@h1:26379/mymaster/0")
     ok = CliRunner().invoke(main, ["config", "check", "--config-dir", str(tmp_path), "--json"])

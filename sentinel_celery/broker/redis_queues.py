@@ -24,9 +24,9 @@ import redis
 
 from sentinel_celery.broker.base import Waiting, message_age
 from sentinel_celery.config import Config
+from sentinel_celery.redis_url import redis_url_of_broker
 from sentinel_celery.routing import HOME_PROPERTY
 from sentinel_celery.state.connection import get_redis
-from sentinel_celery.state.redis_url import redis_url_of_broker
 
 PRIORITY_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)

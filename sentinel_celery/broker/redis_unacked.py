@@ -31,8 +31,8 @@ import redis
 
 from sentinel_celery.broker.base import Unacked
 from sentinel_celery.broker.redis_queues import PRIORITY_SEP
+from sentinel_celery.redis_url import redis_url_of_broker
 from sentinel_celery.state.connection import get_redis
-from sentinel_celery.state.redis_url import redis_url_of_broker
 
 
 class UnackedMessages:

@@ -13,8 +13,8 @@ from celery.utils.imports import symbol_by_name
 
 from sentinel_celery.config import ConfigError, get_config, redact_url
 from sentinel_celery.plugin import create_app
+from sentinel_celery.redis_url import RedisURLError, parse_sentinel_url
 from sentinel_celery.state.redis_sentinel import MasterNotFoundError, master_not_found
-from sentinel_celery.state.redis_url import RedisURLError, parse_sentinel_url
 
 
 def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:

@@ -8,7 +8,6 @@ import click
 
 from sentinel_celery.cli.common import fail, json_option, redact_url
 from sentinel_celery.config import ConfigError, load_config
-from sentinel_celery.state.redis_url import RedisURLError, is_sentinel_url, parse_sentinel_url
 
 
 @click.group("config", help="Configuration.")
@@ -22,11 +21,6 @@ def config() -> None:
 def config_check(config_dir, as_json):
     try:
         cfg = load_config(config_dir)
-        if is_sentinel_url(cfg.redis_url):
-            try:
-                parse_sentinel_url(cfg.redis_url)
-            except RedisURLError as exc:
-                raise ConfigError([f"redis.url: {exc}"]) from None
     except ConfigError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "errors": exc.errors}, indent=2))

@@ -34,8 +34,8 @@ from sentinel_celery import task as task_module
 from sentinel_celery.github.backend import on_before_publish, on_lease, on_task_prerun
 from sentinel_celery.github.client import configured
 from sentinel_celery.github.mirror import Mirror, MirrorThread, mirror_status
+from sentinel_celery.redis_url import is_sentinel_url, kombu_sentinel_url, parse_sentinel_url
 from sentinel_celery.state import outbox
-from sentinel_celery.state.redis_url import is_sentinel_url, kombu_sentinel_url, parse_sentinel_url
 from sentinel_celery.worker.runtime import WorkerRuntime
 
 __all__ = ["connect", "configured", "mirror_status", "result_backend_url"]

@@ -15,7 +15,6 @@ import redis
 
 from sentinel_celery.config import ConfigError, get_config, redact_url, redis_url_problem
 from sentinel_celery.state.redis_sentinel import master_client
-from sentinel_celery.state.redis_url import is_sentinel_url, parse_sentinel_url
 
 _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()

@@ -11,6 +11,7 @@ no sentinel answered or none knows the master name. Owns no Redis keys.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import redis
@@ -18,23 +19,26 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
-from sentinel_celery.state.redis_url import SentinelURL
+from sentinel_celery.redis_url import SentinelURL
 
 __all__ = ["MasterNotFoundError", "master_client", "master_not_found", "RetryWithin"]
 
 BACKOFF_CAP_S = 1.0
 BACKOFF_BASE_S = 0.05
 
-#: deployments (sentinels and master name) this process has reached: only those are waited for (a switch under way); a master
-#: never reached is a configuration problem or a cluster that is down, said at once
+#: deployments (sentinels and master name) this process has reached: only those are waited for (a
+#: switch under way); a master never reached is a configuration problem or a cluster that is down
 _reached: set[str] = set()
+#: the deadline of the outermost retry loop running in this thread, which nested loops share
+_loop = threading.local()
 
 
 class RetryWithin(Retry):
     """redis-py's ``Retry``, bounded by time instead of a count.
 
     redis-py nests retries (a command's retry around a connect's retry, each connection with its
-    own copy), so a count would multiply; a deadline from the first failure does not."""
+    own copy), so a count would multiply; one deadline from the first failure, shared by the loops
+    nested in one thread, does not."""
 
     def __init__(self, within_s: float, master: str):
         """``master``: the deployment's identity (its sentinels and master name)."""
@@ -45,27 +49,32 @@ class RetryWithin(Retry):
 
     def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
         self._backoff.reset()
-        failures, deadline = 0, None
-        while True:
-            try:
-                result = do()
-                _reached.add(self.master)
-                return result
-            except self._supported_errors as error:
-                failures += 1
-                if with_failure_count:
-                    fail(error, failures)
-                else:
-                    fail(error)
-                if is_retryable is not None and not is_retryable(error):
-                    raise
-                if isinstance(error, MasterNotFoundError) and self.master not in _reached:
-                    raise
-                now = time.monotonic()
-                deadline = deadline or now + self.within_s
-                if now >= deadline:
-                    raise
-                time.sleep(min(self._backoff.compute(failures), deadline - now))
+        failures, owner = 0, False
+        try:
+            while True:
+                try:
+                    result = do()
+                    _reached.add(self.master)
+                    return result
+                except self._supported_errors as error:
+                    failures += 1
+                    if with_failure_count:
+                        fail(error, failures)
+                    else:
+                        fail(error)
+                    if is_retryable is not None and not is_retryable(error):
+                        raise
+                    if isinstance(error, MasterNotFoundError) and self.master not in _reached:
+                        raise
+                    now = time.monotonic()
+                    if getattr(_loop, "deadline", None) is None:
+                        _loop.deadline, owner = now + self.within_s, True
+                    if now >= _loop.deadline:
+                        raise
+                    time.sleep(min(self._backoff.compute(failures), _loop.deadline - now))
+        finally:
+            if owner:
+                _loop.deadline = None
 
 
 class FollowingConnection(SentinelManagedConnection):
@@ -75,10 +84,14 @@ class FollowingConnection(SentinelManagedConnection):
     same connection (``Retry``) reconnects to the address it had: the dead master, until the retries
     run out. Here every (re)connect goes to the master the sentinels name now."""
 
-    def connect_check_health(self, *args, **kwargs):
-        if not self._sock and self.connection_pool.is_master:
+    def connect_check_health(self, check_health=True, retry_socket_connect=True):
+        if self._sock or not self.connection_pool.is_master:
+            return super().connect_check_health(check_health, retry_socket_connect)
+
+        def attempt():
             self.host, self.port = self.connection_pool.get_master_address()
-        return super().connect_check_health(*args, **kwargs)
+            super(FollowingConnection, self).connect_check_health(check_health, retry_socket_connect=False)
+        self.retry.call_with_retry(attempt, lambda error: self.disconnect())
 
 
 def _sentinel(parsed: SentinelURL, timeout_s: float) -> Sentinel:

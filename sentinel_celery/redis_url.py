@@ -4,7 +4,8 @@
 
 The password before ``@`` is the Redis master's (and its replicas'); a password for the sentinels
 themselves, when they have ``requirepass``, goes in the ``sentinel_password`` query parameter.
-This module only parses and translates text (no connection): :func:`parse_sentinel_url` for
+This module only parses and translates text (no connection, no other module of Sentinel: it sits
+beside config.py, which validates ``redis.url`` with it): :func:`parse_sentinel_url` for
 Sentinel's own client (state/redis_sentinel.py), :func:`kombu_sentinel_url` and
 :func:`kombu_transport_options` for the Celery broker and result backend (``sentinel://`` with
 ``master_name``), :func:`redact` for messages. Owns no Redis keys.
@@ -21,7 +22,13 @@ EXAMPLE = f"{SCHEME}://h1:26379,h2:26379/mymaster/0"
 
 
 class RedisURLError(ValueError):
-    """A Redis URL that cannot be used; the message is one line and never shows a password."""
+    """A Redis URL that cannot be used; the message is one line and never shows a password.
+
+    ``reason`` is the message without the URL (configuration errors name the URL themselves)."""
+
+    def __init__(self, shown: str, reason: str):
+        self.reason = reason
+        super().__init__(f"{shown}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     """Parse ``redis+sentinel://...``; raises :class:`RedisURLError` naming what is wrong."""
     shown = redact(url)
     if not is_sentinel_url(url):
-        raise RedisURLError(f"'{shown}' is not a {SCHEME}:// URL")
+        raise RedisURLError(shown, f"not a {SCHEME}:// URL")
     rest = url[len(SCHEME) + 3:]
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
@@ -75,23 +82,23 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         password = unquote(secret) if colon and secret else None
     parts = [part.strip() for part in netloc.split(",")]
     if parts == [""]:
-        raise RedisURLError(f"{shown}: no sentinel host (expected {EXAMPLE})")
+        raise RedisURLError(shown, f"no sentinel host (expected {EXAMPLE})")
     if "" in parts:
-        raise RedisURLError(f"{shown}: an empty sentinel address between commas")
+        raise RedisURLError(shown, "an empty sentinel address between commas")
     sentinels = tuple(_host_port(part, shown) for part in parts)
     segments = path[:-1].split("/") if path.endswith("/") else path.split("/")
     if not segments[0]:
-        raise RedisURLError(f"{shown}: no master name (expected {EXAMPLE})")
+        raise RedisURLError(shown, f"no master name (expected {EXAMPLE})")
     if len(segments) > 2:
-        raise RedisURLError(f"{shown}: the path must be /<master name>/<db>, got '/{path}'")
+        raise RedisURLError(shown, f"the path must be /<master name>/<db>, got '/{path}'")
     master = unquote(segments[0])
     db_text = segments[1] if len(segments) == 2 else "0"
     if not db_text.isdigit():
-        raise RedisURLError(f"{shown}: the database must be a number, got '{db_text}'")
+        raise RedisURLError(shown, f"the database must be a number, got '{db_text}'")
     sentinel_password = None
     for key, values in parse_qs(query, keep_blank_values=True).items():
         if key not in QUERY_PARAMETERS:
-            raise RedisURLError(f"{shown}: unknown parameter '{key}' (known: {', '.join(QUERY_PARAMETERS)})")
+            raise RedisURLError(shown, f"unknown parameter '{key}' (known: {', '.join(QUERY_PARAMETERS)})")
         sentinel_password = values[-1] or None
     return SentinelURL(sentinels, master, int(db_text), username, password, sentinel_password)
 
@@ -104,9 +111,9 @@ def _host_port(part: str, shown: str) -> tuple[str, int]:
     else:
         host, _, port_text = part.rpartition(":") if ":" in part else (part, "", "")
     if not host:
-        raise RedisURLError(f"{shown}: sentinel address '{part}' has no host")
+        raise RedisURLError(shown, f"sentinel address '{part}' has no host")
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise RedisURLError(f"{shown}: sentinel address '{part}' has no valid port")
+        raise RedisURLError(shown, f"sentinel address '{part}' has no valid port")
     return host, int(port_text) if port_text else DEFAULT_SENTINEL_PORT
 
 
@@ -156,5 +163,5 @@ def redis_url_of_broker(broker_url: str, transport_options: dict | None) -> str:
         query = f"?sentinel_password={quote(sentinel_password, safe='')}"
     master = opts.get("master_name")
     if not master:
-        raise RedisURLError(f"{redact(broker_url)}: no 'master_name' in the broker transport options")
+        raise RedisURLError(redact(broker_url), "no 'master_name' in the broker transport options")
     return f"{SCHEME}://{auth}{','.join(hosts)}/{quote(master, safe='')}/{db}{query}"
