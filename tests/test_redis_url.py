@@ -12,7 +12,6 @@ from sentinel_celery.config import load_config, set_config
 from sentinel_celery.github.backend import GitHubSentinelBackend
 from sentinel_celery.ops.redis_ha import RedisHA, free_port
 from sentinel_celery.plugin import create_app
-from sentinel_celery.state.connection import get_redis
 from sentinel_celery.redis_url import (
     RedisURLError,
     SentinelURL,
@@ -21,6 +20,7 @@ from sentinel_celery.redis_url import (
     parse_sentinel_url,
     redact,
 )
+from sentinel_celery.state.connection import get_redis
 from tests.github_support import shared_with_mirror
 
 
