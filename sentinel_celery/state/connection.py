@@ -14,6 +14,7 @@ import threading
 import redis
 
 from sentinel_celery.config import ConfigError, get_config, redact_url, redis_url_problem
+from sentinel_celery.redis_url import is_sentinel_url, parse_sentinel_url
 from sentinel_celery.state.redis_sentinel import master_client
 
 _clients: dict[str, redis.Redis] = {}

@@ -18,7 +18,6 @@ from sentinel_celery.worker.bootsteps import SentinelWorkerStep
 from sentinel_celery.worker.fencing import connect_fencing
 from sentinel_celery.worker.held import connect_held_messages
 from sentinel_celery.worker.logs import connect_log_signals
-from sentinel_celery.worker.reconnect import GiveBackOnReconnect
 from sentinel_celery.worker.signals import connect_worker_signals
 from sentinel_celery.worker.tags import connect_tag_tracking
 from sentinel_celery.worker.taskstats import connect_task_stats
@@ -27,7 +26,6 @@ from sentinel_celery.worker.taskstats import connect_task_stats
 def connect(app: Celery, cfg: Config) -> None:
     """Everything a Sentinel worker of ``app`` does for itself; called by ``install()``."""
     app.steps["worker"].add(SentinelWorkerStep)
-    app.steps["consumer"].add(GiveBackOnReconnect)
     connect_worker_signals(app, cfg)
     connect_tag_tracking()
     connect_held_messages()

@@ -129,17 +129,10 @@ class WorkerTags:
             with self._lock:
                 self._recorded.update(batch)
 
-    def recorded(self) -> set[str]:
-        with self._lock:
-            return set(self._recorded)
-
     def held_now(self) -> set[str] | None:
-        """Tags the worker's task channel holds (delivered, not yet acked or rejected); None while
-        the channel is closed (a lost connection: what it held is for reconnect.py to give back)."""
+        """Tags the worker's task channel holds (delivered, not yet acked or rejected)."""
         consumer = getattr(self.runtime.worker, "consumer", None)
         channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
-        if getattr(channel, "closed", False):
-            return None
         qos = getattr(channel, "qos", None)
         delivered = getattr(qos, "_delivered", None)
         if delivered is None:
