@@ -2,6 +2,7 @@
 not to Redis, so the record survives a Redis that is down or restarts empty."""
 import json
 import os
+import signal
 import time
 
 from celery import shared_task
@@ -39,3 +40,13 @@ def leased(self, res, seconds=0.5):
     time.sleep(seconds)
     _log("end", self.request.id, res=res, token=token, lost=self.lease.lost)
     return {"res": res, "token": token, "worker": get_config().worker_id}
+
+
+@shared_task(base=SentinelTask, bind=True, name="tests.faults.store_then_die", task_type="build")
+def store_then_die(self):
+    """Runs to the end and stores its outcome, then its whole worker dies before the ack (a machine lost at the
+    worst moment)."""
+    _log("start", self.request.id)
+    _log("end", self.request.id)
+    self.backend.store_result(self.request.id, {"done": True}, "SUCCESS", request=self.request)
+    os.killpg(os.getpgrp(), signal.SIGKILL)

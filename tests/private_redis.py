@@ -6,13 +6,16 @@ free loopback port, with or without append-only persistence.
         server.stop()            # Redis is down: clients get ConnectionError
         server.start()           # back on the same port, with its AOF (or empty without it)
 
-Tests that need Redis to go away use this, never the shared Redis.
+Tests that need Redis to go away use this, never the shared Redis. :class:`NetworkCut` cuts a client off
+from a Redis that keeps running (a partition).
 """
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 from sentinel_celery.ops.embedded import free_port, redis_answers, redis_binary
@@ -84,3 +87,77 @@ class PrivateRedis:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NetworkCut:
+    """A TCP forwarder to a Redis port that can cut the network (every connection dropped, new ones refused)
+    and restore it, while Redis itself keeps running: a partition, as a client sees it.
+
+        with NetworkCut(server.port) as cut:
+            client = redis.Redis(port=cut.port)
+            cut.cut(); ...; cut.restore()
+    """
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it; close() alone does not
+            except OSError:
+                pass
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "NetworkCut":
+        self.restore()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cut()

@@ -10,10 +10,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 from sentinel_celery.cli import main as cli
 from sentinel_celery.cluster.alerts import AlertEvaluator, GitHubIssueSink, LogSink, WebhookSink
+from sentinel_celery.cluster.failover import Failover
+from sentinel_celery.cluster.monitor import Monitor
 from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config
 from sentinel_celery.state.failovers import read_events
@@ -23,6 +26,7 @@ from sentinel_celery.state.registry import get_registry
 from tests import fault_jobs  # noqa: F401  (the client routes these by their task type)
 from tests.conftest import dump_logs
 from tests.faults_support import INCLUDE, tally
+from tests.private_redis import NetworkCut
 
 
 @pytest.fixture
@@ -152,3 +156,65 @@ def test_redis_restarting_empty_is_reported_not_mistaken_for_a_failover(workers,
     assert out.exit_code == 0 and out.output.startswith("cleared: Redis lost its data"), out.output
     health = json.loads(CliRunner().invoke(cli, ["cluster", "health", "--json"]).output)
     assert not [r for r in health["reasons"] if r["alert"] == "redis_data_loss"]
+
+
+def _step(monitor):
+    try:
+        return monitor.step()
+    except redis.RedisError:
+        return None
+
+
+def _silent_worker(reg):
+    reg.register("quiet-w", "inst-quiet", {"nodename": "quiet-w@nowhere", "queues": ["build"], "concurrency": 1})
+
+
+def test_after_its_own_reconnect_the_monitor_counts_silence_from_when_redis_answered(celery_client, private_redis,
+                                                                                     namespace):
+    """A network cut between the monitor and a Redis that keeps running (no restart for INFO to show)."""
+    cfg = get_config()
+    reg = get_registry()
+    with NetworkCut(private_redis.port) as cut:
+        client = redis.Redis(port=cut.port, decode_responses=True, socket_connect_timeout=1, socket_timeout=2)
+        failover = Failover(celery_client, cfg, actor="m", client=client, ping=lambda nodes, timeout: set())
+        monitor = Monitor(celery_client, cfg, failover=failover)
+        try:
+            _silent_worker(reg)
+            assert _step(monitor) == [] and monitor.is_leader
+            cut.cut()
+            cut_at = time.monotonic()
+            failed = 0
+            while time.monotonic() - cut_at < 4.0:  # longer than the 3 s stale threshold
+                result = _step(monitor)
+                assert not result
+                failed += result is None
+                time.sleep(0.2)
+            assert failed
+            cut.restore()
+            back = time.monotonic()
+            assert _step(monitor) == []  # quiet-w has been silent 4 s, but the monitor could not have heard it
+            while time.monotonic() - back < 2.5:
+                assert _step(monitor) in ([], None)
+                time.sleep(0.2)
+            assert reg.get("quiet-w").status != "offline"
+            # the grace does not hide a worker that really is gone: once it is over, it is declared dead
+            declared = wait_for(lambda: _step(monitor), 20, interval=0.2, message="quiet-w to be declared dead")
+            assert [e["worker"] for e in declared] == ["quiet-w"]
+            assert time.monotonic() - back >= 3.0
+        finally:
+            monitor.release()
+            client.close()
+
+
+def test_a_monitor_that_did_not_see_redis_restart_counts_silence_from_its_start(celery_client, private_redis,
+                                                                                namespace):
+    cfg = get_config()
+    reg = get_registry()
+    _silent_worker(reg)
+    private_redis.restart(down_s=3.5)  # append-only: quiet-w is still registered, 3.5 s silent
+    started = time.monotonic()
+    failover = Failover(celery_client, cfg, actor="m", ping=lambda nodes, timeout: set())  # never saw the outage
+    assert failover.check() == []
+    assert reg.get("quiet-w").status != "offline"
+    declared = wait_for(failover.check, 20, interval=0.2, message="quiet-w to be declared dead")
+    assert [e["worker"] for e in declared] == ["quiet-w"] and time.monotonic() - started >= 2.0

@@ -76,3 +76,18 @@ def test_kill9_and_restart_under_the_same_id_ends_running_tasks_once(workers, ce
     assert not rclient.exists(f"{namespace}tags:{old['instance']}")
     assert not rclient.hlen(f"{namespace}failover:pending")
     assert get_registry().get("rs-a").status == "online"
+
+
+def test_a_task_that_stored_its_outcome_before_its_worker_died_is_not_run_again(workers, celery_client, rclient,
+                                                                               namespace, runlog):
+    env = {"FAULTS_RUNLOG": str(runlog)}
+    doomed = workers.start("rs-d", queues=["build"], concurrency=1, include=INCLUDE, env=env)
+    job = celery_client.send_task("tests.faults.store_then_die")
+    wait_for(lambda: not doomed.alive(), 30, message="rs-d to die after storing the outcome")
+    survivor = workers.start("rs-s", queues=["build"], concurrency=1, include=INCLUDE, env=env)
+    (event,) = wait_for(lambda: read_events(rclient, namespace, 10), 30, message="rs-d's failover")
+    time.sleep(1.5)
+    assert event["worker"] == "rs-d" and event["tasks_recovered"] == []
+    assert [t["id"] for t in event["already_finished"]] == [job.id]
+    assert job.get(timeout=10) == {"done": True}
+    assert tally(runlog)["ends"] == 1, dump_logs([doomed, survivor])

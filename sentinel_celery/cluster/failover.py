@@ -22,6 +22,9 @@ worker that does not answer a ping while its consumer may still be reconnecting 
 Every step is idempotent and safe when two monitors race (see broker/redis_unacked.py). A monitor that stops
 half-way leaves the pending record behind, and the next pass finishes the job.
 
+A message whose task's outcome was stored after it was delivered (the worker died between storing the
+result and acking) is not run again: it is removed and listed as ``already_finished`` in the event.
+
 Which messages were *running*: the dead worker's messages whose ETA is not in the future, oldest
 delivery first, up to its concurrency. Prefetched ones are given back without being counted.
 
@@ -39,6 +42,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 import redis
+from celery import states
 
 from sentinel_celery.broker.base import Broker, Unacked
 from sentinel_celery.broker.factory import broker_for
@@ -264,6 +268,7 @@ class Failover:
         enabled = self.recovery_enabled or force
         returned: list[dict] = []
         dead_lettered: list[dict] = []
+        finished: list[dict] = []
         released: list[str] = []
         moved_home: list[str] = []
         back = self._reincarnated(dead)
@@ -273,7 +278,7 @@ class Failover:
             if not back:
                 released = self.leases.fence_worker(dead.worker_id)
                 self._release_connections(dead)
-            returned, dead_lettered = self.give_back(dead)
+            returned, dead_lettered = self.give_back(dead, finished)
             if not back:
                 moved_home = self._drain_direct_queue(dead)
         event = {
@@ -284,7 +289,7 @@ class Failover:
             "silent_ms": max(dead.declared_at - dead.last_beat, 0) if dead.last_beat else None,
             "recovered_at": server_time_ms(self.client), "reason": dead.reason, "by": dead.by or self.actor,
             "recovery": enabled, "tasks_recovered": returned, "dead_lettered": dead_lettered,
-            "moved_home": moved_home, "leases_released": released,
+            "moved_home": moved_home, "leases_released": released, "already_finished": finished,
         }
         self.record(event)
         if enabled:
@@ -292,8 +297,9 @@ class Failover:
         self.client.hdel(self.pending_key, dead.instance)
         self._publish(event)
         logger.warning("sentinel: failover of %s: %d task(s) given back, %d dead-lettered, %d lease(s) fenced, "
-                       "%d moved home from its direct queue", dead.worker_id, len(returned), len(dead_lettered),
-                       len(released), len(moved_home))
+                       "%d moved home from its direct queue, %d already finished (only their ack was lost)",
+                       dead.worker_id, len(returned), len(dead_lettered), len(released), len(moved_home),
+                       len(finished))
         return event
 
     def _release_connections(self, dead: DeadWorker) -> None:
@@ -313,8 +319,10 @@ class Failover:
         current = self.client.hmget(self.registry.worker_key(dead.worker_id), "instance", "state")
         return bool(current[0]) and current[0] != dead.instance and current[1] != OFFLINE
 
-    def give_back(self, dead: DeadWorker) -> tuple[list[dict], list[dict]]:
-        """Every message the dead incarnation had taken: back to its queue, or to the dead letters."""
+    def give_back(self, dead: DeadWorker, finished: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
+        """Every message the dead incarnation had taken: back to its queue, or to the dead letters; one whose
+        outcome it stored before it died (only the ack was lost) is dropped and listed in ``finished``."""
+        finished = finished if finished is not None else []
         tags = self.tags.held_by(dead.instance)
         if not tags:
             return [], []
@@ -329,6 +337,10 @@ class Failover:
             running = presumed_running(held.values(), dead.concurrency)
             # Newest first, each to the head of its queue: the oldest ends up first in line.
             for message in sorted(held.values(), key=lambda m: m.delivered_at or 0, reverse=True):
+                if self._finished_after_delivery(message):
+                    if unacked.remove(message.tag) is not None:
+                        finished.append({"id": message.task_id, "name": message.task_name})
+                    continue
                 was_running = message.tag in running
                 counts = self.records.task_counts(message.task_id)
                 if was_running and counts["killed"] + 1 >= self.max_recoveries:
@@ -343,6 +355,26 @@ class Failover:
                 returned.append({"id": message.task_id, "name": message.task_name, "queues": done[1],
                                  "was_running": was_running})
         return returned, dead_lettered
+
+    def _finished_after_delivery(self, message: Unacked) -> bool:
+        """The task's outcome was stored after this message was delivered: it ran to the end, and the worker died
+        before its ack reached the broker. Running it again would run it twice."""
+        if not message.task_id or not message.delivered_at:
+            return False
+        try:
+            meta = self.app.backend.get_task_meta(message.task_id)
+        except Exception:  # cannot tell: give it back, as before
+            return False
+        done = meta.get("date_done") if meta.get("status") in states.READY_STATES else None
+        if not done:
+            return False
+        try:
+            done_at = done if isinstance(done, datetime) else datetime.fromisoformat(str(done))
+        except ValueError:
+            return False
+        if done_at.tzinfo is None:
+            done_at = done_at.replace(tzinfo=timezone.utc)
+        return done_at.timestamp() >= message.delivered_at
 
     def _dead_letter(self, unacked: Broker, message: Unacked, dead: DeadWorker, killed: int) -> dict | None:
         if unacked.remove(message.tag) is None:

@@ -73,7 +73,9 @@ class Monitor:
                 return []
             logger.info("sentinel: %s now runs the failover monitor (token %s)", self.actor, self.lease.token)
         if time.monotonic() - self.lease.renewed_at > self.ttl / 2.0 and not self.lease.renew():
-            return []  # we were paused past our lease: someone else may be acting now
+            # we were paused past our lease, or Redis is away (then this raises, and the grace knows)
+            self.failover.client.ping()
+            return []
         events = self.failover.check()
         for event in events:
             if self.on_event is not None:
