@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from sentinel_celery.cli import main
 from sentinel_celery.config import load_config, set_config
 from sentinel_celery.github.backend import GitHubSentinelBackend
-from sentinel_celery.ops.redis_ha import RedisHA, free_port
+from sentinel_celery.ops.embedded import free_port
+from sentinel_celery.ops.redis_ha import RedisHA
 from sentinel_celery.plugin import create_app
 from sentinel_celery.redis_url import (
     RedisURLError,

