@@ -1,4 +1,8 @@
-"""Webhook payloads built from the hub's state, in GitHub's shapes.
+"""Webhook payloads built from the hub's state, in GitHub's shapes, and the issue events timeline.
+
+An issue's ``labeled``, ``unlabeled``, ``closed`` and ``reopened`` events are also recorded (table
+``issue_events``, with their actor), for ``GET /repos/{o}/{r}/issues/events`` and
+``/issues/{n}/events`` (api/issue_events.py), whether or not a hook wants them.
 
 Owns what each event an endpoint raises carries (checked against GitHub's published webhook
 schemas, ``@octokit/webhooks-schemas``; see docs/hub-fidelity.md):
@@ -102,16 +106,31 @@ def issue(
     _emit(ctx, repo_row, "issues", payload)
 
 
+def _record(ctx: RequestContext, repo_row: sqlite3.Row, issue_id: int, event: str,
+            label_row: sqlite3.Row | None = None) -> None:
+    ctx.store.insert(
+        "INSERT INTO issue_events (repo_id, issue_id, actor_id, event, label_name, label_color, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (repo_row["id"], issue_id, ctx.caller.user_id, event, label_row["name"] if label_row else None,
+         label_row["color"] if label_row else None, iso()),
+    )
+
+
 def labels_changed(ctx: RequestContext, repo_row: sqlite3.Row, issue_id: int, before: list[int]) -> None:
     """``issues`` labeled / unlabeled, one event per label added or removed since ``before``."""
-    if not wanted(ctx, repo_row, "issues"):
-        return
     after = issue_label_ids(ctx, issue_id)
     for action, ids in (("unlabeled", [i for i in before if i not in after]), ("labeled", [i for i in after if i not in before])):
         for label_id in ids:
             label_row = ctx.store.one("SELECT * FROM labels WHERE id = ?", (label_id,))
             if label_row is not None:
+                _record(ctx, repo_row, issue_id, action, label_row)
                 issue(ctx, repo_row, issue_id, action, label_row=label_row)
+
+
+def state_changed(ctx: RequestContext, repo_row: sqlite3.Row, issue_id: int, action: str) -> None:
+    """``issues`` closed / reopened."""
+    _record(ctx, repo_row, issue_id, action)
+    issue(ctx, repo_row, issue_id, action)
 
 
 def label(

@@ -92,6 +92,17 @@ CREATE TABLE IF NOT EXISTS comments (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS comments_by_issue ON comments (issue_id, id);
+CREATE TABLE IF NOT EXISTS issue_events (
+    id INTEGER PRIMARY KEY,
+    repo_id INTEGER NOT NULL REFERENCES repos(id),
+    issue_id INTEGER NOT NULL REFERENCES issues(id),
+    actor_id INTEGER NOT NULL REFERENCES users(id),
+    event TEXT NOT NULL,
+    label_name TEXT,
+    label_color TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS issue_events_by_repo ON issue_events (repo_id, id);
 CREATE TABLE IF NOT EXISTS git_objects (
     repo_id INTEGER NOT NULL REFERENCES repos(id),
     sha TEXT NOT NULL,

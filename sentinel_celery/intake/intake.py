@@ -165,12 +165,12 @@ class Intake:
         if found is None:
             return Outcome("ignored", f"label {label} starts nothing")
         _, name = found
-        sender = payload.get("sender")
-        login = str((sender or {}).get("login") or "")
-        if sender is not None and sender.get("type") == "Bot":
+        sender = payload.get("sender") or {}
+        login = str(sender.get("login") or "")
+        if sender.get("type") == "Bot":
             return Outcome("ignored", "a bot's label")
         what = f"label {label} from @{login or '?'} on issue #{issue}"
-        refused = self._guard(login, issue, what) if sender is not None else self._unknown_labeler(issue, what)
+        refused = self._guard(login, issue, what)
         if refused:
             return refused
         try:
@@ -185,18 +185,11 @@ class Intake:
         outcome = self._start(template, values, issue, what)
         return outcome
 
-    def _unknown_labeler(self, issue: int, what: str) -> Outcome | None:
-        # polling cannot see who added a label; GitHub lets only triage and above label issues
-        if self.min_permission in ("none", "read", "triage"):
-            return None if self.rate.allow(issue) else self._refuse(
-                issue, what, "too many commands on this issue", "rate", "Not started: too many commands on this "
-                "issue in the last minute.")
-        logger.warning("sentinel intake: refused %s: the labeler is unknown when polling and "
-                       "github.intake.minPermission is %s (above triage)", what, self.min_permission)
-        return Outcome("refused", "labeler unknown")
-
     # -- shared ----------------------------------------------------------------------------------
     def _guard(self, login: str, issue: int, what: str) -> Outcome | None:
+        if not login:
+            logger.warning("sentinel intake: refused %s: no sender", what)
+            return Outcome("refused", "no sender")
         try:
             allowed, role = self.permissions.allows(login, self.min_permission)
         except GitHubError as exc:

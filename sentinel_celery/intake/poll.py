@@ -6,19 +6,15 @@ Every ``pollIntervalMs`` the poller reads, with conditional requests (``If-None-
 * ``GET /repos/{o}/{r}/issues/comments?since=…&sort=updated&direction=asc`` — new comments, each
   handed to :meth:`~.intake.Intake.handle` as the ``issue_comment`` ``created`` event GitHub would
   have delivered (claimed once by comment id, so an edit or the inclusive ``since`` replays nothing);
-* every other poll, and only when a ``label`` rule exists,
-  ``GET /repos/{o}/{r}/issues?since=…&sort=updated&direction=asc&state=open`` — issues carrying a
-  run label (``sentinel:run-<template>``), handed on as ``issues`` ``labeled`` (a new comment also
-  changes its issue, so reading issues every poll would double what a comment costs). Who added a label is
-  not in that answer, so poll mode takes run labels only when ``minPermission`` is ``triage`` or
-  lower (GitHub lets only triage and above label issues); comments carry their author and are
-  checked as with webhooks.
+* every other poll, and only when a ``label`` rule exists, ``GET /repos/{o}/{r}/issues/events``
+  (newest first) — ``labeled`` events newer than the last one seen, handed on as ``issues``
+  ``labeled`` with their actor as the sender, so the labeler's permission is checked as with webhooks.
 
-The first poll starts from now: history is not replayed. ``since`` and ETags are kept in Redis so a
-restarted poller carries on where it stopped.
+The first poll starts from now: history is not replayed. ``since``, the last event id and the ETags
+are kept in Redis so a restarted poller carries on where it stopped.
 
 Redis keys (under the namespace):
-  intake:poll   hash: comments_since, comments_etag, issues_since, issues_etag
+  intake:poll   hash: comments_since, comments_etag, events_last_id, events_etag
 """
 from __future__ import annotations
 
@@ -54,8 +50,7 @@ class Poller:
         """One poll; returns how many events it handed to the intake."""
         state = self.client.hgetall(self.key)
         if not state:
-            now = _iso_now()
-            state = {"comments_since": now, "issues_since": now}
+            state = {"comments_since": _iso_now()}
             self.client.hset(self.key, mapping=state)
         self.polls += 1
         handed = self._comments(state)
@@ -90,22 +85,33 @@ class Poller:
         return handed
 
     def _labels(self, state: dict) -> int:
-        issues = self._read("issues", state["issues_since"], state, "issues", state="open")
-        if not issues:
+        response = self.github.get("issues/events", params={"per_page": "100"},
+                                   etag=state.get("events_etag") or None)
+        if response.status == 304:
             return 0
+        if response.etag:
+            self.client.hset(self.key, "events_etag", response.etag)
+        events = list(response.data or [])
+        newest = max((int(e.get("id") or 0) for e in events), default=0)
+        if "events_last_id" not in state:  # the first poll: start from now
+            self.client.hset(self.key, "events_last_id", newest)
+            return 0
+        last = int(state["events_last_id"])
         handed = 0
-        for issue in issues:
-            for label in issue.get("labels") or []:
-                name = label.get("name") or ""
-                if self.intake.rules.label_template(name) is None:
-                    continue
-                delivery = f"poll-label-{issue['number']}-{name}-{issue.get('updated_at')}"
-                if not self.ledger.claim(delivery):
-                    continue
-                payload = {"action": "labeled", "label": label, "issue": issue, "sender": None}
-                self.intake.handle("issues", payload, delivery)
-                handed += 1
-        self.client.hset(self.key, "issues_since", issues[-1].get("updated_at") or state["issues_since"])
+        for event in sorted(events, key=lambda e: int(e.get("id") or 0)):
+            name = (event.get("label") or {}).get("name") or ""
+            if int(event.get("id") or 0) <= last or event.get("event") != "labeled" or \
+                    self.intake.rules.label_template(name) is None:
+                continue
+            delivery = f"poll-event-{event['id']}"
+            if not self.ledger.claim(delivery):
+                continue
+            payload = {"action": "labeled", "label": event.get("label"), "issue": event.get("issue") or {},
+                       "sender": event.get("actor")}
+            self.intake.handle("issues", payload, delivery)
+            handed += 1
+        if newest > last:
+            self.client.hset(self.key, "events_last_id", newest)
         return handed
 
 

@@ -14,6 +14,7 @@ from . import (
     commits,
     contents,
     gitdata,
+    issue_events,
     issues,
     labels,
     meta,
@@ -24,6 +25,6 @@ from . import (
 def build_router() -> Router:
     router = Router()
     # checks before commits: commits ends with a catch-all GET /commits/{ref:path}
-    for module in (meta, apps, repos, issues, comments, labels, contents, gitdata, checks, commits):
+    for module in (meta, apps, repos, issue_events, issues, comments, labels, contents, gitdata, checks, commits):
         router.include(module.router)
     return router

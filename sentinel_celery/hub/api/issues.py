@@ -209,9 +209,9 @@ def update_issue(ctx: RequestContext, owner: str, repo: str, number: int) -> Res
     if edited:
         events.issue(ctx, repo_row, row["id"], "edited", changes=edited)
     if changes.get("state") == "closed":
-        events.issue(ctx, repo_row, row["id"], "closed")
+        events.state_changed(ctx, repo_row, row["id"], "closed")
     elif changes.get("state") == "open":
-        events.issue(ctx, repo_row, row["id"], "reopened")
+        events.state_changed(ctx, repo_row, row["id"], "reopened")
     events.labels_changed(ctx, repo_row, row["id"], labels_before)
     return render(ctx, repo_row, row["id"])
 
