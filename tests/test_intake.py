@@ -126,8 +126,9 @@ def test_deploy_comment_push_and_run_label_start_jobs_on_a_worker(service, worke
     gh_repo.get_issue(labelled.number).add_to_labels("sentinel:run-build")
     wait_for(lambda: "sentinel:done" in labels_of(gh_repo, labelled.number), 60, message="the labelled build")
     assert "sentinel:run-build" not in labels_of(gh_repo, labelled.number)
-    deliveries = github_hub.deliveries()
-    assert deliveries and all(d.status == "OK" for d in deliveries)
+    github_hub.wait_for_deliveries()
+    delivered = [d for d in github_hub.deliveries() if d.done]  # the mirror may be writing still
+    assert len(delivered) > 10 and all(d.status == "OK" for d in delivered)
 
 
 def test_poll_mode_in_a_worker_duty_starts_jobs_and_idle_polls_cost_no_rate_limit(
