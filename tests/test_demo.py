@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def _processes_mentioning(text: str) -> list[str]:
+    """Processes of this interpreter (this checkout's virtualenv: another checkout's demo is not ours)
+    whose command line mentions ``text``."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -15,7 +17,7 @@ def _processes_mentioning(text: str) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline:
+        if text in cmdline and cmdline.startswith(sys.executable + " "):
             found.append(f"{proc.name}: {cmdline}")
     return found
 
