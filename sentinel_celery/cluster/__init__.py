@@ -1,6 +1,6 @@
 """The cluster layer: the duties one elected process runs for the whole cluster.
 
-Owns: failover detection and recovery (monitor.py, failover.py), load balancing (balancer.py),
+Owns: failover detection and recovery (monitor.py, failover.py, connection_watch.py for dead processes), load balancing (balancer.py),
 rebalancing of direct queues (rebalance.py), coordination patterns and the cluster leader
 (coordination.py), draining (drain.py), auto-scaling (autoscale.py, processes.py for the local
 scaler), the cluster snapshot (snapshot.py) and alerts over it (alerts.py).

@@ -4,7 +4,8 @@ The lease (``sentinel:failover-monitor``) has a TTL of two thirds of the stale t
 renewed in the background, so when the leader dies another worker's monitor takes over within
 the stale threshold. Before each pass the leader renews synchronously if the background renewal
 is late (it may just have been paused), and a leader that lost its lease stops acting at once.
-``sentinel monitor`` runs the same loop as a standalone process.
+``sentinel monitor`` runs the same loop as a standalone process. Alongside, a connection watch
+(connection_watch.py) fails over a worker whose process is gone in about a second.
 
 :func:`connect_monitor` runs a monitor thread in every Sentinel worker (the worker layer's own
 failover pieces, delivery-tag tracking and stale-execution fencing, live in worker/).
@@ -22,6 +23,7 @@ from typing import Callable
 
 import redis
 
+from sentinel_celery.cluster.connection_watch import start_watch
 from sentinel_celery.cluster.failover import Failover
 from sentinel_celery.config import Config
 from sentinel_celery.state.leases import Lease, LockContended, release_quietly, try_acquire
@@ -82,7 +84,14 @@ class Monitor:
                 self.on_event(event)
         return events
 
+    def leader(self) -> str | None:
+        """The worker id of whoever holds the monitor lease now."""
+        return self.failover.client.hget(self.failover.leases.key(LEASE_NAME), "worker")
+
     def run(self, stopping: threading.Event) -> None:
+        # dead processes are seen by their closed Redis connection (connection_watch.py), in its own thread
+        start_watch(self.failover, self.cfg, stopping, is_leader=lambda: self.is_leader, leader=self.leader,
+                    on_event=self.on_event)
         while not stopping.is_set():
             run_step(self.step, "failover monitor")
             stopping.wait(self.tick)

@@ -3,7 +3,8 @@
 Owns: the worker's identity, registration and heartbeat (runtime.py, bootsteps.py), the queues it
 consumes (queues.py), the Celery signals it listens to (signals.py), delivery-tag tracking
 (tags.py), acknowledge-on-receipt on RabbitMQ (held.py), fencing of stale executions (fencing.py),
-log shipping (logs.py), task statistics (taskstats.py), and the thread every duty of the layers above runs in (duty.py).
+the connection a monitor watches (live_connection.py), log shipping (logs.py), task statistics
+(taskstats.py), and the thread every duty of the layers above runs in (duty.py).
 
 May import: state/, broker/, routing, config. The layers above (cluster/, github/) attach to a
 worker through :class:`~sentinel_celery.worker.runtime.WorkerRuntime`'s hook lists; this layer
@@ -17,6 +18,7 @@ from sentinel_celery.config import Config
 from sentinel_celery.worker.bootsteps import SentinelWorkerStep
 from sentinel_celery.worker.fencing import connect_fencing
 from sentinel_celery.worker.held import connect_held_messages
+from sentinel_celery.worker.live_connection import connect_liveness
 from sentinel_celery.worker.logs import connect_log_signals
 from sentinel_celery.worker.signals import connect_worker_signals
 from sentinel_celery.worker.tags import connect_tag_tracking
@@ -30,5 +32,6 @@ def connect(app: Celery, cfg: Config) -> None:
     connect_tag_tracking()
     connect_held_messages()
     connect_fencing(app)
+    connect_liveness()
     connect_task_stats()
     connect_log_signals(cfg)
