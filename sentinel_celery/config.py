@@ -256,6 +256,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "distributed.failover.maxRecoveries": (0, 1000),
     "distributed.failover.visibilityTimeoutSeconds": (1, 365 * _DAY_S),
     "distributed.failover.offlineRetentionSeconds": (0, 365 * _DAY_S),
+    "distributed.failover.connectionGraceMs": (100, 600_000),
     "distributed.loadBalancer.rebalanceIntervalMs": (100, _DAY_MS),
     "distributed.loadBalancer.options.startIndex": (0, None),
     "distributed.loadBalancer.options.affinityTtlSeconds": (1, 365 * _DAY_S),

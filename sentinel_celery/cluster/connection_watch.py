@@ -5,11 +5,13 @@ them every ``WATCH_S`` (one HGETALL and one ``CLIENT LIST ID …``); every other
 the leader's, every ``FOLLOW_S``, so a dead leader is replaced as fast. A worker whose connection is
 gone is declared dead at once only when that is confirmed:
 
-* on the same machine and pid namespace as the watcher: its process no longer exists (its pid);
+* on the same machine and pid namespace as the watcher: its process no longer exists (its pid is
+  unused, a zombie, or reused by a later process: worker/liveness.py);
 * elsewhere: the connection has stayed gone for ``failover.connectionGraceMs`` (a connection Redis
   closed is reopened by a live worker within ~0.1 s), another worker on the same machine still has
   its connection (so it is not that machine's network), it has missed a heartbeat (one interval
-  plus the grace: a live worker beats over another connection) and it does not answer a ping.
+  plus the grace: a live worker beats over another connection), the monitor's reconnect grace
+  (state/reconnect.py) is not running, and it does not answer a ping.
 
 Anything else — a Redis restart or master switch (every connection goes at once, the watcher's
 own too: it starts over from what it sees after reconnecting), a paused or hung process (its socket
@@ -21,6 +23,7 @@ Redis keys: state/live_connections.py's; declares and recovers through cluster/f
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Callable
@@ -29,8 +32,9 @@ import redis
 
 from sentinel_celery.cluster.failover import Failover
 from sentinel_celery.state.connection import server_time_ms
-from sentinel_celery.state.live_connections import LiveConnection, LivenessIndex, pid_scope, process_gone
+from sentinel_celery.state.live_connections import LiveConnection, LivenessIndex, pid_scope
 from sentinel_celery.state.registry import OFFLINE
+from sentinel_celery.worker.liveness import incarnation_gone
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +90,16 @@ class ConnectionWatch:
     def _confirmed_dead(self, record: LiveConnection, records: list[LiveConnection], present: set[int],
                         gone_s: float) -> str | None:
         if self.scope and record.pid_scope == self.scope:
-            if process_gone(record.pid):
+            if record.pid == os.getpid():
+                return None  # this process: alive (its connection is reopening)
+            info = self.failover.registry.get(record.worker_id)
+            started = int(info["started"] or 0) if info is not None else 0
+            if incarnation_gone(record.hostname, record.pid, started, this_host=record.hostname):
                 return (f"its process is gone: Redis connection closed and pid {record.pid} no longer runs "
                         f"on {record.hostname or 'its host'}")
             return None  # alive (paused, hung, or reconnecting): the heartbeat path decides
-        if gone_s < self.grace_s:
-            return None
+        if gone_s < self.grace_s or self.failover.grace.covers(server_time_ms(self.failover.client)):
+            return None  # not gone long enough, or Redis itself was away: nobody could reconnect or beat
         machine = record.pid_scope.split(":", 1)[0]
         siblings = [r for r in records if r.worker_id != record.worker_id and r.client_id in present
                     and ((machine and r.pid_scope.split(":", 1)[0] == machine)

@@ -48,19 +48,6 @@ def pid_scope() -> str:
         return ""
 
 
-def process_gone(pid: int) -> bool:
-    """True only if no process has this pid (in this process's pid namespace)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, another user's
-        return False
-    return False
-
-
 _FORGET = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw and cjson.decode(raw)['instance'] == ARGV[2] then
