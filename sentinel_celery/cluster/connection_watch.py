@@ -119,6 +119,10 @@ class ConnectionWatch:
                 f"is connected")
 
     def _fail_over(self, record: LiveConnection, reason: str) -> dict | None:
+        with self.failover.lock:  # not beside this process's monitor pass, which would recover it too
+            return self._declare_and_recover(record, reason)
+
+    def _declare_and_recover(self, record: LiveConnection, reason: str) -> dict | None:
         info = self.failover.registry.get(record.worker_id)
         if info is None or info["instance"] != record.instance or info.status == OFFLINE:
             self.index.forget(record.worker_id, record.instance)  # stopped, replaced or already recovered

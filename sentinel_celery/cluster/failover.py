@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -149,6 +150,9 @@ class Failover:
         self._ping = ping or self._celery_ping
         self._declare = self.client.register_script(_DECLARE)
         self._pinged_ok: dict[str, float] = {}
+        #: one pass at a time in this process (the monitor's and the connection watch's), so a pending
+        #: recovery is never carried out twice side by side
+        self.lock = threading.RLock()
         self._waiting_logged: dict[str, float] = {}
         self.grace = ReconnectGrace(self.client, self.stale_ms)
 
@@ -180,6 +184,10 @@ class Failover:
     # -- detection -------------------------------------------------------------------------------
     def check(self) -> list[dict]:
         """One pass: finish pending recoveries, then find silent workers, ping, declare, recover."""
+        with self.lock:
+            return self._check()
+
+    def _check(self) -> list[dict]:
         events = [self.recover(dead) for dead in self.pending()]
         stale = self.registry.stale_ids()
         if not stale:
