@@ -35,6 +35,7 @@ def shared_config():
             "locking": {"ttlSeconds": 30, "retryAttempts": 3, "retryDelayMs": 200},
             "heartbeat": {"intervalMs": 1000, "staleThresholdMs": STALE_MS, "recoveryEnabled": True,
                           "pingTimeoutMs": 1000},
+            "failover": {"connectionWatch": True},
         }
     }
 

@@ -130,8 +130,10 @@ class ConnectionWatch:
         dead = self.failover.declare_dead(info, int(info["last_beat"] or 0), reason=reason, silent_ms=0)
         if dead is None:
             return None
-        event = self.failover.recover(dead)
+        event = self.failover.recover_claimed(dead)  # None: another monitor's pass is recovering it
         self.index.forget(record.worker_id, record.instance)
+        if event is None:
+            return None
         if self.on_event is not None:
             self.on_event(event)
         return event

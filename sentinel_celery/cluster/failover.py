@@ -28,7 +28,9 @@ result and acking) is not run again: it is removed and listed as ``already_finis
 Which messages were *running*: the dead worker's messages whose ETA is not in the future, oldest
 delivery first, up to its concurrency. Prefetched ones are given back without being counted.
 
-Redis keys: the records of state/failovers.py; the registry's; the dead incarnation's tags.
+Redis keys: the records of state/failovers.py; the registry's; the dead incarnation's tags;
+  failover:recovering:<instance>  the monitor carrying out that recovery now (expires after 60 s), so two
+                                  monitors (or a monitor and a connection watch) never record it twice
 """
 from __future__ import annotations
 
@@ -135,6 +137,9 @@ def presumed_running(messages: Iterable[Unacked], concurrency: int) -> set[str]:
 class Failover:
     """Detection and recovery for one cluster (one namespace); see the module docstring."""
 
+    #: how long a monitor's claim on one recovery lasts (it is deleted when the recovery is done)
+    CLAIM_MS = 60_000
+
     def __init__(self, app, cfg: Config, *, actor: str = "", client: redis.Redis | None = None,
                  ping: Callable[[list[str], float], set[str]] | None = None):
         self.app = app
@@ -187,8 +192,25 @@ class Failover:
         with self.lock:
             return self._check()
 
+    def claim(self, dead: DeadWorker) -> bool:
+        """Take the recovery of ``dead`` for this monitor; False while another one carries it out (the
+        claim expires after ``CLAIM_MS``, so a monitor that died half-way leaves it to the next pass)."""
+        return bool(self.client.set(self._claim_key(dead), self.actor, nx=True, px=self.CLAIM_MS))
+
+    def recover_claimed(self, dead: DeadWorker) -> dict | None:
+        """Recover ``dead`` unless another monitor is recovering it right now; None then."""
+        if not self.claim(dead):
+            return None
+        try:
+            return self.recover(dead)
+        finally:
+            self.client.delete(self._claim_key(dead))
+
+    def _claim_key(self, dead: DeadWorker) -> str:
+        return f"{self.ns}failover:recovering:{dead.instance}"
+
     def _check(self) -> list[dict]:
-        events = [self.recover(dead) for dead in self.pending()]
+        events = [e for e in (self.recover_claimed(dead) for dead in self.pending()) if e is not None]
         stale = self.registry.stale_ids()
         if not stale:
             return events
@@ -220,8 +242,8 @@ class Failover:
                 continue
             dead = self.declare_dead(info, last_beat,
                                      reason=f"no heartbeat for {silent_s:.1f}s and no answer to ping")
-            if dead is not None:
-                events.append(self.recover(dead))
+            if dead is not None and (event := self.recover_claimed(dead)) is not None:
+                events.append(event)
         return events
 
     def _celery_ping(self, nodenames: list[str], timeout: float) -> set[str]:
