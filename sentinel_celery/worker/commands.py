@@ -4,7 +4,10 @@ A job's command runs in its own session (``start_new_session``), so it survives 
 that started it. While the child lives, the job runner stops the command's process group itself on
 any error (jobs.py). When the child dies first — kill -9, the OOM killer, Celery's hard time limit —
 the worker's main process reads the note and stops the group: :class:`CommandRequest` (Sentinel
-tasks' ``Request``) does it on ``WorkerLostError`` and on a hard time limit.
+tasks' ``Request``) does it on ``WorkerLostError`` and on a hard time limit. On ``WorkerLostError``
+(the pool process is gone for sure) it then releases the leases the task held — only once the
+command has exited — so the re-delivered task (``task_reject_on_worker_lost``) can take them at
+once instead of waiting out their TTL.
 
 A note is a file ``<tmp>/sentinel-commands-<uid>/<task id>`` holding the command's pid (its process
 group id) and its start time from ``/proc``, so a pid reused by another process is never signalled.
@@ -25,6 +28,9 @@ from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
+
+from sentinel_celery.config import get_config
+from sentinel_celery.state.leases import get_backend
 
 logger = logging.getLogger(__name__)
 
@@ -70,42 +76,78 @@ def forget(task_id: str | None) -> None:
             pass
 
 
-def stop_orphan(task_id: str | None) -> bool:
-    """Stop the command noted for ``task_id`` if it still runs (SIGTERM, then SIGKILL after a grace
-    period, in the background); True if one was signalled."""
+def stop_orphan(task_id: str | None) -> int | None:
+    """SIGTERM the command noted for ``task_id`` if it still runs; its process group id, else None."""
     path = _note_path(task_id)
     if path is None:
-        return False
+        return None
     try:
         pid_text, _, started = path.read_text().partition(" ")
         path.unlink()
         pid = int(pid_text)
     except (OSError, ValueError):
-        return False
+        return None
     if started.strip() != _start_time(pid):
-        return False  # already gone, or the pid now belongs to another process
+        return None  # already gone, or the pid now belongs to another process
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
-        return False
+        return None
     logger.warning("sentinel: task %s ended without its pool process; stopping its command (process group %d)",
                    task_id, pid)
-    threading.Thread(target=_kill_after_grace, args=(pid,), name="sentinel-stop-command", daemon=True).start()
-    return True
+    return pid
 
 
-def _kill_after_grace(pgid: int) -> None:
+def wait_gone(pgid: int) -> None:
+    """Wait until process group ``pgid`` has exited; SIGKILL it after the grace period."""
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        return
+    while time.monotonic() < deadline + STOP_GRACE_SECONDS:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
+def release_leases_of(task_id: str) -> list[str]:
+    """Release the leases this worker holds for ``task_id`` (its pool process is gone)."""
+    worker_id = get_config().worker_id
+    backend = get_backend()
+    released = []
+    for held in backend.held_by(worker_id):
+        if held.get("task_id") == task_id and backend.release(held["name"], held["owner"], held["token"], worker_id):
+            released.append(held["name"])
+            logger.warning("sentinel: released lease %s (token %s) of task %s, whose pool process was lost",
+                           held["name"], held["token"], task_id)
+    return released
+
+
+def _clean_up(task_id: str, release: bool) -> None:
+    try:
+        pgid = stop_orphan(task_id)
+        if pgid is not None:
+            wait_gone(pgid)
+        if release:
+            release_leases_of(task_id)
+    except Exception:
+        logger.exception("sentinel: cleaning up after task %s failed", task_id)
+
+
+def clean_up_in_background(task_id: str | None, *, release: bool) -> None:
+    """Stop the task's command and (``release``) then release its leases, off the worker's main loop."""
+    if task_id:
+        threading.Thread(target=_clean_up, args=(task_id, release), name="sentinel-task-cleanup",
+                         daemon=True).start()
 
 
 class CommandRequest(Request):
@@ -113,13 +155,13 @@ class CommandRequest(Request):
     its job command stopped by the worker's main process."""
 
     def on_timeout(self, soft, timeout):
-        if not soft:
-            stop_orphan(self.id)
+        if not soft:  # the pool process is being killed, maybe not dead yet: leave its leases to their TTL
+            clean_up_in_background(self.id, release=False)
         return super().on_timeout(soft, timeout)
 
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc) if isinstance(exc, ExceptionWithTraceback) else exc
         if isinstance(exc, (WorkerLostError, TimeLimitExceeded)):
-            stop_orphan(self.id)
+            clean_up_in_background(self.id, release=isinstance(exc, WorkerLostError))
         return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
