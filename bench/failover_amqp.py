@@ -8,7 +8,7 @@ stale 6 s) gets its own vhost and runs three pairs of workers (concurrency 1, pr
   * stop pair: the same with SIGSTOP (a hung or partitioned worker keeps its TCP connection);
   * long pair, on a private RabbitMQ node with ``consumer_timeout`` = --consumer-timeout s: a healthy
     job of --healthy s (longer than the timeout); how many times it starts within --window s, and
-    whether the worker that ran it is still up.
+    whether the worker that first ran it is still up. (Its own Sentinel namespace: one cluster, one broker.)
 
 The kill and stop pairs use the broker given (a vhost of their own, created with rabbitmqctl); the
 long pair always a private node (its own name, ports, data and config), stopped at the end.
@@ -44,14 +44,22 @@ def make_vhost(node: str | None, name: str) -> None:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr or done.stdout}")
 
 
+def _forget(client: redis.Redis) -> None:
+    """Only this benchmark's keys in its database (the Redis may be shared): runs, namespaces, results."""
+    for pattern in ("benchfo:*", "benchfo-long:*", "celery-task-meta-*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+
+
 def runs(client: redis.Redis, tag: str) -> list[dict]:
     return [json.loads(r) for r in client.lrange(f"benchfo:runs:{tag}", 0, -1)]
 
 
-def _env(variant: str, broker: str, redis_url: str, management: str | None) -> dict:
+def _env(variant: str, broker: str, redis_url: str, management: str | None, namespace: str) -> dict:
+    # one Sentinel cluster (namespace) per broker: a monitor republishes through its own broker
     env = {"BENCH_FO_VARIANT": variant, "BENCH_FO_URL": redis_url, "BENCH_FO_BROKER": broker,
            "REDIS_URL": redis_url, "SENTINEL_BROKER_URL": broker, "SENTINEL_CONFIG_DIR": str(ROOT / "config"),
-           "SENTINEL_NAMESPACE": "benchfo:", "PYTHONPATH": str(ROOT)}
+           "SENTINEL_NAMESPACE": namespace, "PYTHONPATH": str(ROOT)}
     if management and variant == "sentinel":
         env["RABBITMQ_MANAGEMENT_URL"] = management
     return env
@@ -81,7 +89,7 @@ def run_amqp_variant(variant: str, broker: str, node: str | None, long_node: Pri
     result = out[variant] = {"label": LABELS[variant], "kill_s": None, "stop_s": None, "long_runs": None,
                              "long_worker_up": None, "long_log": ""}
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    _forget(client)
     procs = {}
     try:
         vhost = f"bench-fo-{variant}-{os.getpid()}"
@@ -89,11 +97,11 @@ def run_amqp_variant(variant: str, broker: str, node: str | None, long_node: Pri
         main_url = with_vhost(broker, vhost)
         make_vhost(long_node.name, vhost)
         long_url = with_vhost(long_node.url, vhost)
-        env = _env(variant, main_url, redis_url, None)
-        long_env = _env(variant, long_url, redis_url, long_node.management_url)
+        env = _env(variant, main_url, redis_url, None, "benchfo:")
+        long_env = _env(variant, long_url, redis_url, long_node.management_url, "benchfo-long:")
         _start_pair([f"{variant}-k1", f"{variant}-k2"], "kill", env, log_dir, procs)
         _start_pair([f"{variant}-s1", f"{variant}-s2"], "stop", env, log_dir, procs)
-        _start_pair([f"{variant}-l1"], "long", long_env, log_dir, procs)
+        _start_pair([f"{variant}-l1", f"{variant}-l2"], "long", long_env, log_dir, procs)
         time.sleep(1.0)
 
         app = Celery(f"bench_failover_amqp_{variant}", broker=main_url)
@@ -116,8 +124,9 @@ def run_amqp_variant(variant: str, broker: str, node: str | None, long_node: Pri
         finally:
             os.killpg(stop_pid, signal.SIGCONT)
         time.sleep(max(0.0, long_sent + args.window - time.time()))
-        result["long_runs"] = len(runs(client, "long"))
-        long_worker = procs[f"{variant}-l1"]
+        long_runs = runs(client, "long")
+        result["long_runs"] = len(long_runs)
+        long_worker = procs[long_runs[0]["worker"]] if long_runs else procs[f"{variant}-l1"]
         result["long_worker_up"] = long_worker.alive() and "Unrecoverable error" not in long_worker.log()
         result["long_log"] = "PRECONDITION_FAILED" if "PRECONDITION_FAILED" in long_worker.log() else ""
         app.close()
@@ -128,6 +137,7 @@ def run_amqp_variant(variant: str, broker: str, node: str | None, long_node: Pri
         for proc in procs.values():
             proc.kill9()
         rabbitmqctl("delete_vhost", f"bench-fo-{variant}-{os.getpid()}", node=node)
+        _forget(client)
 
 
 def report(results: dict, args) -> None:
