@@ -264,3 +264,24 @@ def test_healthy_job_longer_than_consumer_timeout_runs_once(private_rabbitmq, wo
     assert w.alive()
     no_tracebacks(w)
     app.close()
+
+
+def test_graceful_stop_on_amqp_finishes_its_job_and_gives_back_what_never_ran(workers, amqp_env, amqp_client,
+                                                                               rclient, namespace):
+    (wa,) = start(workers, amqp_env, ("rq-a", ["build"], 1))
+    running = amqp_client.send_task("tests.fo.slow", kwargs={"tag": "finishing", "first": 3})
+    wait_for(lambda: runs(rclient, namespace, "finishing"), 30, message="rq-a to start")
+    queued = [amqp_client.send_task("tests.fo.slow", kwargs={"tag": f"queued-{i}", "first": 0}) for i in range(2)]
+    inst = get_registry().get("rq-a")["instance"]
+    wait_for(lambda: len(rclient.smembers(f"{namespace}tags:{inst}")) == 3, 15,
+             message="rq-a to hold all three (acknowledged on receipt, recorded)")
+    start(workers, amqp_env, ("rq-b", ["build"], 1))
+
+    assert wa.stop(timeout=30) == 0  # SIGTERM: warm shutdown
+    assert running.get(timeout=10)["worker"] == "rq-a"
+    for i, r in enumerate(queued):
+        assert r.get(timeout=30)["worker"] == "rq-b"  # given back at shutdown: RabbitMQ no longer had them
+        assert len(runs(rclient, namespace, f"queued-{i}")) == 1
+    assert len(runs(rclient, namespace, "finishing")) == 1
+    assert read_events(rclient, namespace, 10) == []  # no failover was needed
+    assert not rclient.keys(f"{namespace}amqp:held:*")
