@@ -285,3 +285,19 @@ def test_graceful_stop_on_amqp_finishes_its_job_and_gives_back_what_never_ran(wo
     assert len(runs(rclient, namespace, "finishing")) == 1
     assert read_events(rclient, namespace, 10) == []  # no failover was needed
     assert not rclient.keys(f"{namespace}amqp:held:*")
+
+
+def test_a_full_prefetch_window_pauses_consuming_and_resumes_when_a_task_finishes(workers, amqp_env, amqp_client,
+                                                                                   rclient, namespace):
+    """Prefetch 1: RabbitMQ cannot be told "0", so with its one slot held the worker cancels its consumers
+    (nothing more is pushed to it) and consumes again when the task finishes."""
+    w = workers.start("rq-w", queues=["build"], concurrency=1, include=INCLUDE, env=amqp_env,
+                      extra=["--prefetch-multiplier", "1"])
+    first = amqp_client.send_task("tests.fo.slow", kwargs={"tag": "w0", "first": 2})
+    wait_for(lambda: runs(rclient, namespace, "w0"), 30, message="the first job to start")
+    rest = [amqp_client.send_task("tests.fo.slow", kwargs={"tag": f"w{i}", "first": 0.2}) for i in range(1, 4)]
+    time.sleep(0.5)
+    assert broker_for(amqp_client).depths(["build"]) == {"build": 3}  # none pushed to the paused worker
+    assert first.get(timeout=30)["worker"] == "rq-w"
+    assert [r.get(timeout=30)["worker"] for r in rest] == ["rq-w"] * 3
+    no_tracebacks(w)
