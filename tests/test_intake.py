@@ -21,6 +21,7 @@ from sentinel_celery.cli import main
 from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import ConfigError, load_config
 from sentinel_celery.intake.duty import IntakeDuty, IntakeService
+from sentinel_celery.intake.intake import Inbox
 from sentinel_celery.plugin import create_app
 from tests.github_support import labels_of, sentinel_comments, shared_with_mirror
 
@@ -283,6 +284,22 @@ def test_events_of_another_repository_start_nothing(service, github_hub, rclient
     wait_for(lambda: stats(rclient, namespace).get("ignored") == 2, 15, message="both events ignored")
     assert queued_messages(rclient, namespace) == 0
     assert "for acme/other: this intake serves acme/app" in caplog.text
+
+
+def test_a_delivery_left_half_handled_by_a_dead_intake_is_handled_once_by_the_next(app, gh_cfg, rclient, namespace):
+    body = json.dumps({"action": "created", "comment": {"body": "/deploy staging"}, "issue": {"number": 7},
+                       "sender": {"login": "acme", "type": "User"}}).encode()
+    inbox = Inbox(rclient, namespace)
+    inbox.put("issue_comment", "d-crashed", body)
+    inbox.put("issue_comment", "d-crashed", body)  # the same delivery twice: handled once all the same
+    rclient.lmove(inbox.key, inbox.processing, "RIGHT", "LEFT")  # taken by an intake that then died
+    service = IntakeService(app, gh_cfg, mode="webhook", port=0).start()
+    try:
+        wait_for(lambda: stats(rclient, namespace).get("queued") == 1 and not rclient.llen(inbox.processing)
+                 and not rclient.llen(inbox.key), 15, message="the recovered delivery to be handled")
+        assert rclient.llen(f"{namespace}deploy") == 1
+    finally:
+        service.stop()
 
 
 def test_an_intake_duty_that_cannot_listen_gives_its_lease_back(app, gh_env, rclient, namespace):

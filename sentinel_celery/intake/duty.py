@@ -57,7 +57,7 @@ class IntakeService:
                                            intake_cfg["port"] if port is None else port, receiver)
             self.threads.append(threading.Thread(target=self.server.serve_forever, args=(0.2,),
                                                  name="sentinel-intake-http", daemon=True))
-            self.threads += [Processor(self.intake, self.inbox, self.stopping, f"sentinel-intake-{n}")
+            self.threads += [Processor(self.intake, self.inbox, self.ledger, self.stopping, f"sentinel-intake-{n}")
                              for n in range(processors)]
         elif self.mode == "poll":
             poller = Poller(self.intake, self.github, self.client, cfg.namespace, self.ledger)
@@ -70,6 +70,11 @@ class IntakeService:
         return self.server.url if self.server else None
 
     def start(self) -> "IntakeService":
+        if self.server is not None:
+            recovered = self.inbox.recover()
+            if recovered:
+                logger.info("sentinel intake: %d delivery(ies) left unfinished by a stopped intake are handled now",
+                            recovered)
         for thread in self.threads:
             thread.start()
         return self

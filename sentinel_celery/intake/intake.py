@@ -13,7 +13,8 @@ on the issue (once per issue and reason an hour, within the mirror's write budge
 whoever runs :meth:`Intake.handle`: a Redis list, so several receivers can share processors and an
 event accepted just before a restart is still handled.
 
-Redis keys (under the namespace): ``intake:inbox`` (list of JSON ``{event, delivery, payload}``),
+Redis keys (under the namespace): ``intake:inbox`` (list of JSON ``{event, delivery, payload}``) and
+``intake:inbox:processing`` (the items being handled),
 ``intake:stats`` (hash: counters per outcome), ``intake:recent`` (list, newest first, the last 100
 outcomes as JSON ``{at, event, delivery, result, reason, task_ids}``); the guards' keys (guard.py).
 """
@@ -56,20 +57,37 @@ class Outcome:
 
 
 class Inbox:
+    """Deliveries accepted and not yet handled. A processor moves an item to ``intake:inbox:processing``
+    while it handles it (``BLMOVE``) and removes it after; what a dead processor left there goes back
+    to the inbox when an intake starts (:meth:`recover`), and :class:`~.server.Processor` claims each
+    delivery before handling it, so a recovered item is never handled twice."""
+
     def __init__(self, client: redis.Redis, namespace: str):
         self.client, self.key = client, f"{namespace}intake:inbox"
+        self.processing = f"{namespace}intake:inbox:processing"
 
     def put(self, event: str, delivery: str, body: bytes) -> None:
         # the raw payload text, parsed again by the processor: no second serialisation on the fast path
         self.client.lpush(self.key, json.dumps({"event": event, "delivery": delivery,
                                                 "payload": body.decode("utf-8")}))
 
-    def take(self, timeout: float = 1.0) -> tuple[str, str, dict] | None:
-        item = self.client.brpop([self.key], timeout=timeout)
-        if item is None:
+    def take(self, timeout: float = 1.0) -> tuple[str, str, dict, str] | None:
+        """The oldest item (event, delivery, payload, raw), moved to the processing list; None on timeout."""
+        raw = self.client.blmove(self.key, self.processing, timeout, "RIGHT", "LEFT")
+        if raw is None:
             return None
-        data = json.loads(item[1])
-        return data["event"], data["delivery"], json.loads(data["payload"])
+        data = json.loads(raw)
+        return data["event"], data["delivery"], json.loads(data["payload"]), raw
+
+    def done(self, raw: str) -> None:
+        self.client.lrem(self.processing, 1, raw)
+
+    def recover(self) -> int:
+        """Put what processors left unfinished back at the head of the inbox; returns how many."""
+        moved = 0
+        while self.client.lmove(self.processing, self.key, "RIGHT", "RIGHT") is not None:
+            moved += 1
+        return moved
 
 
 class Intake:

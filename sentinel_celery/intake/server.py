@@ -144,11 +144,13 @@ class IntakeHTTPServer(ThreadingHTTPServer):
 
 
 class Processor(threading.Thread):
-    """Takes events off the inbox and runs :meth:`Intake.handle` until ``stopping`` is set."""
+    """Takes events off the inbox and runs :meth:`Intake.handle` until ``stopping`` is set; each delivery
+    is claimed (``handled:<id>`` in the ledger) first, so one recovered after a crash is not handled twice."""
 
-    def __init__(self, intake: Intake, inbox: Inbox, stopping: threading.Event, name: str = "sentinel-intake"):
+    def __init__(self, intake: Intake, inbox: Inbox, ledger: DeliveryLedger, stopping: threading.Event,
+                 name: str = "sentinel-intake"):
         super().__init__(name=name, daemon=True)
-        self.intake, self.inbox, self.stopping = intake, inbox, stopping
+        self.intake, self.inbox, self.ledger, self.stopping = intake, inbox, ledger, stopping
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -156,6 +158,11 @@ class Processor(threading.Thread):
 
     def step(self) -> None:
         item = self.inbox.take(timeout=0.5)
-        if item is not None:
-            event, delivery, payload = item
-            self.intake.handle(event, payload, delivery)
+        if item is None:
+            return
+        event, delivery, payload, raw = item
+        try:
+            if self.ledger.claim(f"handled:{delivery}"):
+                self.intake.handle(event, payload, delivery)
+        finally:
+            self.inbox.done(raw)
