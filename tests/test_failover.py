@@ -144,9 +144,10 @@ def test_monitor_leader_killed_another_takes_over(workers, celery_client, rclien
     wait_for(lambda: rclient.hget(f"{namespace}lease:{LEASE_NAME}", "worker") == "fo-a", 10,
              message="fo-a to hold the monitor lease")
     first_token = int(rclient.hget(f"{namespace}lease:{LEASE_NAME}", "token"))
-    start(workers, ("fo-b", ["build"], 1))
     job = celery_client.send_task("tests.fo.slow", kwargs={"tag": "on-leader"})
+    # fo-b starts only once the leader runs the task: started before, it took the task itself one run in several
     wait_for(lambda: runs(rclient, namespace, "on-leader"), 30, message="the leader to run the task")
+    start(workers, ("fo-b", ["build"], 1))
     killed = time.monotonic()
     wa.kill9()
     wait_for(lambda: rclient.hget(f"{namespace}lease:{LEASE_NAME}", "worker") == "fo-b", 15,
