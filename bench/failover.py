@@ -5,9 +5,10 @@ Three set-ups side by side, in one run, each on its own Redis database (flushed 
   stock      Celery 5.7 + Redis, acks_late + reject_on_worker_lost, default settings
   tuned      the same with visibility_timeout=10 s and kombu's unacked sweep every second
              (transport options unacked_restore_interval=1, unacked_restore_throttle=1)
-  sentinel-hb  the Sentinel app with the shipped config/shared.json (heartbeat 2 s, stale 6 s): heartbeat
-             and ping only
-  sentinel   the same with failover.connectionWatch on: a dead process's closed Redis connection is seen
+  sentinel-hb  the Sentinel app with the shipped config/shared.json (heartbeat 2 s, stale 6 s) and
+             failover.connectionWatch switched off: heartbeat and ping only
+  sentinel   the shipped config as it is (the connection watch on): a dead process's closed Redis connection
+             is seen
 
 Each set-up runs two independent pairs of workers (concurrency 1, prefetch 1):
   * kill pair: a 300 s task starts on one worker, which is then killed with SIGKILL (main
@@ -53,8 +54,8 @@ from tests.rabbitmq_support import PrivateNode, port_answers  # noqa: E402
 VARIANTS = {
     "stock": ("stock Celery (defaults)", 10),
     "tuned": ("stock Celery, visibility_timeout=10 s, 1 s sweep", 11),
-    "sentinel-hb": ("Sentinel, shipped config (heartbeat 2 s, stale 6 s)", 9),
-    "sentinel": ("Sentinel, connectionWatch on", 12),
+    "sentinel-hb": ("Sentinel, heartbeat only (connectionWatch off)", 9),
+    "sentinel": ("Sentinel, shipped config (connection watch)", 12),
 }
 
 
@@ -67,14 +68,14 @@ def runs(client: redis.Redis, tag: str) -> list[dict]:
 
 
 def config_dir(variant: str, tmp: Path) -> str:
-    """The shipped config; for ``sentinel`` with the connection watch switched on (it is off by default)."""
-    if variant != "sentinel":
+    """The shipped config; for ``sentinel-hb`` with the connection watch switched off (it is on by default)."""
+    if variant != "sentinel-hb":
         return str(ROOT / "config")
-    target = tmp / "config-watch"
+    target = tmp / "config-heartbeat-only"
     if not target.exists():
         shutil.copytree(ROOT / "config", target)
         shared = json.loads((target / "shared.json").read_text())
-        shared["distributed"].setdefault("failover", {})["connectionWatch"] = True
+        shared["distributed"].setdefault("failover", {})["connectionWatch"] = False
         (target / "shared.json").write_text(json.dumps(shared))
     return str(target)
 

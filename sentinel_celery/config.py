@@ -75,7 +75,7 @@ SCHEMA: dict[str, Any] = {
             "maxRecoveries": _opt(int, 3),
             "visibilityTimeoutSeconds": _opt(int, 7 * 24 * 3600),
             "offlineRetentionSeconds": _opt(int, 24 * 3600),
-            "connectionWatch": _opt(bool, False),
+            "connectionWatch": _opt(bool, True),
             "connectionGraceMs": _opt(int, 500),
         },
         "loadBalancer": {

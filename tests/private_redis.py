@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from typing import Callable
 
 from sentinel_celery.ops.embedded import free_port, redis_answers, redis_binary
 
@@ -104,6 +105,11 @@ class NetworkCut:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._trap: tuple[bytes, Callable[[], None]] | None = None
+
+    def trap(self, marker: bytes, action: Callable[[], None]) -> None:
+        """The first reply from Redis that holds ``marker`` is not passed on: ``action()`` runs instead (once)."""
+        self._trap = (marker, action)
 
     def restore(self) -> None:
         listener = socket.socket()
@@ -139,13 +145,23 @@ class NetworkCut:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, replies), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _sprung(self, data: bytes) -> bool:
+        with self._lock:
+            trap = self._trap
+            if trap is None or trap[0] not in data:
+                return False
+            self._trap = None
+        trap[1]()
+        return True
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while data := src.recv(65536):
+                if replies and self._trap is not None and self._sprung(data):
+                    continue
                 dst.sendall(data)
         except OSError:
             pass

@@ -41,6 +41,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import QoS as VirtualQoS
 from kombu.utils.json import dumps
 
+from sentinel_celery.broker.redis_fetch import AtomicFetch
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,13 +74,23 @@ current_holder: Holder | None = None
 class TrackingQoS(kombu_redis.QoS):
     """kombu's Redis QoS; in a Sentinel worker, the unacked entry also names its holder."""
 
-    def append(self, message, delivery_tag):
+    def fetch_tag_key(self) -> str | None:
+        """The full key of the holder's tag set, when the broker's own writes can reach it (else None)."""
         holder = current_holder
         key = holder.tag_key() if holder is not None else None
-        prefix = self.channel.global_keyprefix
-        if key is None or not key.startswith(prefix):
+        return key if key is not None and key.startswith(self.channel.global_keyprefix or "") else None
+
+    def append(self, message, delivery_tag):
+        holder = current_holder
+        if holder is not None and delivery_tag is not None and \
+                str(delivery_tag) == str(getattr(self.channel, "taken_tag", None)):
+            VirtualQoS.append(self, message, delivery_tag)  # recorded as it was taken (broker/redis_fetch.py)
+            holder.recorded_by_broker(str(delivery_tag))
+            return
+        key = self.fetch_tag_key()
+        if key is None:
             return super().append(message, delivery_tag)  # the worker records it itself
-        key = key[len(prefix):]  # kombu's pipeline adds the broker's key prefix back
+        key = key[len(self.channel.global_keyprefix or ""):]  # kombu's pipeline adds the broker's key prefix back
         delivery = message.delivery_info
         # kombu's QoS.append, with the SADD in the same transaction.
         try:
@@ -154,7 +166,7 @@ class TrackingQoS(kombu_redis.QoS):
         self._delivered.clear()
 
 
-class TrackingChannel(kombu_redis.Channel):
+class TrackingChannel(AtomicFetch, kombu_redis.Channel):
     QoS = TrackingQoS
 
 
@@ -164,7 +176,7 @@ class TrackingTransport(kombu_redis.Transport):
     Channel = TrackingChannel
 
 
-class TrackingSentinelChannel(kombu_redis.SentinelChannel):
+class TrackingSentinelChannel(AtomicFetch, kombu_redis.SentinelChannel):
     QoS = TrackingQoS
 
 
