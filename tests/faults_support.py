@@ -1,14 +1,6 @@
 """What the fault tests share: the run log their tasks write (tests/fault_jobs.py) and its tallies, and fixtures
 that put a test's cluster on a private redis-server (``persistence``: append-only or not). A test module moves its
-cluster there by overriding two fixtures::
-
-    @pytest.fixture
-    def rclient(private_rclient):
-        return private_rclient
-
-    @pytest.fixture
-    def sentinel_env(private_sentinel_env):
-        return private_sentinel_env
+cluster there by importing the two fixtures of tests/private_cluster.py.
 """
 from __future__ import annotations
 
@@ -74,3 +66,4 @@ def private_sentinel_env(monkeypatch, private_redis, namespace, config_dir, runl
     monkeypatch.delenv("WORKER_ID", raising=False)
     set_config(load_config())
     return env
+

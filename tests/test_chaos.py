@@ -14,6 +14,7 @@ from sentinel_celery.state.registry import get_registry
 from tests import fault_jobs  # noqa: F401  (the client routes these by their task type)
 from tests.conftest import dump_logs
 from tests.faults_support import INCLUDE, tally
+from tests.private_cluster import on_private_redis, private_redis_client  # noqa: F401
 
 TASKS = 150
 IDS = ("cx-0", "cx-1", "cx-2")
@@ -26,15 +27,6 @@ def shared_config():
         "heartbeat": {"intervalMs": 500, "staleThresholdMs": 3000, "recoveryEnabled": True, "pingTimeoutMs": 1000},
     }}
 
-
-@pytest.fixture
-def rclient(private_rclient):
-    return private_rclient
-
-
-@pytest.fixture
-def sentinel_env(private_sentinel_env):
-    return private_sentinel_env
 
 
 def start(workers, worker_id):

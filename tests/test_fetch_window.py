@@ -19,17 +19,8 @@ from sentinel_celery.state.failovers import read_events
 from tests import fault_jobs  # noqa: F401  (the client routes these by their task type)
 from tests.conftest import dump_logs
 from tests.faults_support import INCLUDE, tally
+from tests.private_cluster import on_private_redis, private_redis_client  # noqa: F401
 from tests.private_redis import NetworkCut
-
-
-@pytest.fixture
-def rclient(private_rclient):
-    return private_rclient
-
-
-@pytest.fixture
-def sentinel_env(private_sentinel_env):
-    return private_sentinel_env
 
 
 @pytest.mark.timeout(120)
@@ -65,3 +56,34 @@ def test_worker_killed_as_its_fetch_reply_arrives_loses_no_message(workers, cele
         events = read_events(rclient, namespace, 5)
         assert [e["worker"] for e in events] == ["fw-a"], events
         assert watched.id in [t["id"] for t in events[0]["tasks_recovered"]], events
+
+
+@pytest.mark.timeout(120)
+def test_connection_dropped_as_the_fetch_reply_arrives_the_worker_gives_the_message_back(
+        workers, celery_client, private_redis, rclient, namespace, runlog):
+    """Redis took the message and recorded it under the worker, but the reply never reached the worker (the
+    network dropped every connection at that moment). The worker, alive, finds it among its tags and runs it."""
+    with NetworkCut(private_redis.port) as forwarder:
+        via = f"redis://127.0.0.1:{forwarder.port}/0"
+        proc = workers.start("fw-c", queues=["build"], concurrency=1, include=INCLUDE, env={"REDIS_URL": via},
+                             extra=["--prefetch-multiplier", "1"])
+        busy = celery_client.send_task("tests.faults.work", kwargs={"n": 0, "seconds": 2})
+        wait_for(lambda: [e for e in tally(runlog)["entries"] if e["id"] == busy.id], 30, message="fw-c to start")
+        watched = celery_client.send_task("tests.faults.work", kwargs={"n": 1, "seconds": 0.1})
+        dropped = threading.Event()
+
+        def blip():
+            forwarder.cut()
+            forwarder.restore()
+            dropped.set()
+
+        forwarder.trap(watched.id.encode(), blip)
+        wait_for(dropped.is_set, 30, message="fw-c's fetch of the watched task")
+        try:
+            assert watched.get(timeout=45) == {"n": 1, "worker": "fw-c"}
+        except CeleryTimeout:
+            pytest.fail(f"the task whose fetch reply was lost never ran:\n{dump_logs([proc])}")
+        assert busy.get(timeout=10) == {"n": 0, "worker": "fw-c"}
+        ends = [e["id"] for e in tally(runlog)["entries"] if e["phase"] == "end"]
+        assert sorted(ends) == sorted([busy.id, watched.id]), ends
+        assert read_events(rclient, namespace, 5) == []  # nobody was failed over: the worker was alive

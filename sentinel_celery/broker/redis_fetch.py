@@ -21,12 +21,15 @@ prefix), and the holder's ``tags:<instance>``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from queue import Empty
 
 import redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+
+logger = logging.getLogger(__name__)
 
 # KEYS: unacked, unacked_index, the holder's tag set, then the lists in BRPOP's order. ARGV: the delivery time.
 # Returns {list index, message, 1 if recorded}, or false when every list is empty. A message without a delivery
@@ -63,9 +66,15 @@ class AtomicFetch:
     _take_next = True     # try TAKE first; False after TAKE found every list empty: BRPOP next
     _taking: list | None = None  # the lists of the TAKE in flight (None: a BRPOP, or nothing, is in flight)
     _script_cached = False
+    _take_refused = False  # Redis answered the script with an error: BRPOP only
+
+    @property
+    def take_in_flight(self) -> bool:
+        """A take was sent and its reply not yet handled: a message may be recorded that the worker does not hold yet."""
+        return self._taking is not None
 
     def _brpop_start(self, timeout=None):
-        tag_key = self.qos.fetch_tag_key() if self._take_next else None
+        tag_key = self.qos.fetch_tag_key() if self._take_next and not self._take_refused else None
         if tag_key is None:
             self._take_next = True  # after this BRPOP returns or times out
             self._taking = None
@@ -91,6 +100,11 @@ class AtomicFetch:
                 reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
             except redis.exceptions.NoScriptError:  # Redis restarted (or flushed its scripts) since
                 self._script_cached = False
+                raise Empty() from None
+            except redis.ResponseError as exc:  # e.g. a managed Redis that refuses scripts: kombu's way from now on
+                logger.warning("sentinel: taking messages with a script failed (%s); this worker takes them with "
+                               "BRPOP from now on", exc)
+                self._take_refused = True
                 raise Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()

@@ -13,8 +13,10 @@ After a broker reconnect (Redis restarted, a network blip) Celery drops what it 
 channel, and kombu's restore of those messages fails if Redis is still down: they would stay in ``unacked``,
 held by a worker that no longer knows them, until the visibility timeout. At each beat the worker checks the
 tags it recorded that its channel no longer holds: one still unacked and not executing here, two beats in a
-row, is given back to its queue (broker/base.py). An ack that could not reach Redis as its task finished is
-completed at the first beat that can, and such a message is never given back.
+row, is given back to its queue (broker/base.py). So is one recorded under this incarnation that the worker never
+got: Redis took it and recorded it (broker/redis_fetch.py) but the reply was lost with the connection. An ack
+that could not reach Redis as its task finished is completed at the first beat that can, and such a message is
+never given back.
 
 Redis keys: ``tags:<instance>`` (see state/tags.py); the broker's ``unacked`` (read, and restore).
 """
@@ -129,10 +131,20 @@ class WorkerTags:
             with self._lock:
                 self._recorded.update(batch)
 
+    def _task_channel(self):
+        consumer = getattr(self.runtime.worker, "consumer", None)
+        return getattr(getattr(consumer, "task_consumer", None), "channel", None)
+
+    def never_received(self, held: set[str], recorded: set[str]) -> set[str]:
+        """Tags recorded under this incarnation in Redis that the worker neither recorded nor holds: taken for
+        it by a script whose reply was lost (none while a take's reply is still on its way)."""
+        if getattr(self._task_channel(), "take_in_flight", True):
+            return set()
+        return self.tracker.held_by(self.runtime.instance) - held - recorded
+
     def held_now(self) -> set[str] | None:
         """Tags the worker's task channel holds (delivered, not yet acked or rejected)."""
-        consumer = getattr(self.runtime.worker, "consumer", None)
-        channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
+        channel = self._task_channel()
         qos = getattr(channel, "qos", None)
         delivered = getattr(qos, "_delivered", None)
         if delivered is None:
@@ -160,8 +172,10 @@ class WorkerTags:
                 self._recorded = set(held)
             return
         gone = recorded - held
-        if gone and self.unacked is not None:
-            gone -= self._give_back_orphans(gone)
+        if self.unacked is not None:
+            gone |= self.never_received(held, recorded)
+            if gone:
+                gone -= self._give_back_orphans(gone)
         self.tracker.forget(runtime.instance, gone, self.ttl_s)
         with self._lock:
             self._recorded -= gone
