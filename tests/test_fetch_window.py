@@ -23,25 +23,32 @@ from tests.private_cluster import on_private_redis, private_redis_client  # noqa
 from tests.private_redis import NetworkCut
 
 
+def hand_over(workers, celery_client, runlog, forwarder: NetworkCut, worker_id: str, fault):
+    """Start ``worker_id`` behind ``forwarder`` with one slot, keep it busy, queue the watched task, and run
+    ``fault(worker)`` instead of passing on the reply that hands the watched task to it. Returns (worker, busy, watched)."""
+    via = f"redis://127.0.0.1:{forwarder.port}/0"
+    proc = workers.start(worker_id, queues=["build"], concurrency=1, include=INCLUDE, env={"REDIS_URL": via},
+                         extra=["--prefetch-multiplier", "1"])
+    busy = celery_client.send_task("tests.faults.work", kwargs={"n": 0, "seconds": 2})
+    wait_for(lambda: [e for e in tally(runlog)["entries"] if e["id"] == busy.id], 30, message=f"{worker_id} to start")
+    # waits in the queue while the one slot is taken; the worker takes it when the first task ends
+    watched = celery_client.send_task("tests.faults.work", kwargs={"n": 1, "seconds": 0.1})
+    sprung = threading.Event()
+
+    def spring():
+        fault(proc)
+        sprung.set()
+
+    forwarder.trap(watched.id.encode(), spring)
+    wait_for(sprung.is_set, 30, message=f"{worker_id}'s fetch of the watched task")
+    return proc, busy, watched
+
+
 @pytest.mark.timeout(120)
 def test_worker_killed_as_its_fetch_reply_arrives_loses_no_message(workers, celery_client, private_redis, rclient,
                                                                      namespace, runlog):
     with NetworkCut(private_redis.port) as forwarder:
-        via = f"redis://127.0.0.1:{forwarder.port}/0"
-        doomed = workers.start("fw-a", queues=["build"], concurrency=1, include=INCLUDE, env={"REDIS_URL": via},
-                               extra=["--prefetch-multiplier", "1"])
-        busy = celery_client.send_task("tests.faults.work", kwargs={"n": 0, "seconds": 2})
-        wait_for(lambda: [e for e in tally(runlog)["entries"] if e["id"] == busy.id], 30, message="fw-a to start")
-        # waits in the queue while fw-a's one slot is taken; fw-a fetches it when the first task ends
-        watched = celery_client.send_task("tests.faults.work", kwargs={"n": 1, "seconds": 0.1})
-        killed = threading.Event()
-
-        def kill():
-            doomed.kill9()
-            killed.set()
-
-        forwarder.trap(watched.id.encode(), kill)
-        wait_for(killed.is_set, 30, message="fw-a's fetch of the watched task")
+        doomed, busy, watched = hand_over(workers, celery_client, runlog, forwarder, "fw-a", lambda w: w.kill9())
         assert busy.get(timeout=10) == {"n": 0, "worker": "fw-a"}
         assert not [e for e in tally(runlog)["entries"] if e["id"] == watched.id]  # it never reached fw-a
 
@@ -64,21 +71,11 @@ def test_connection_dropped_as_the_fetch_reply_arrives_the_worker_gives_the_mess
     """Redis took the message and recorded it under the worker, but the reply never reached the worker (the
     network dropped every connection at that moment). The worker, alive, finds it among its tags and runs it."""
     with NetworkCut(private_redis.port) as forwarder:
-        via = f"redis://127.0.0.1:{forwarder.port}/0"
-        proc = workers.start("fw-c", queues=["build"], concurrency=1, include=INCLUDE, env={"REDIS_URL": via},
-                             extra=["--prefetch-multiplier", "1"])
-        busy = celery_client.send_task("tests.faults.work", kwargs={"n": 0, "seconds": 2})
-        wait_for(lambda: [e for e in tally(runlog)["entries"] if e["id"] == busy.id], 30, message="fw-c to start")
-        watched = celery_client.send_task("tests.faults.work", kwargs={"n": 1, "seconds": 0.1})
-        dropped = threading.Event()
-
-        def blip():
+        def blip(_worker):
             forwarder.cut()
             forwarder.restore()
-            dropped.set()
 
-        forwarder.trap(watched.id.encode(), blip)
-        wait_for(dropped.is_set, 30, message="fw-c's fetch of the watched task")
+        proc, busy, watched = hand_over(workers, celery_client, runlog, forwarder, "fw-c", blip)
         try:
             assert watched.get(timeout=45) == {"n": 1, "worker": "fw-c"}
         except CeleryTimeout:
