@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from sentinel_celery.broker.redis_transport import TrackingTransport
 from sentinel_celery.broker.redis_unacked import UnackedMessages
 from sentinel_celery.cli import main as cli
-from sentinel_celery.cluster.failover import Failover, WorkerLostRepeatedly
-from sentinel_celery.cluster.monitor import LEASE_NAME, Monitor
+from sentinel_celery.cluster.failover import Failover
+from sentinel_celery.cluster.monitor import LEASE_NAME
 from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.config import get_config, load_config, set_config
 from sentinel_celery.plugin import create_app
@@ -22,6 +22,7 @@ from sentinel_celery.state.leases import RedisLeaseBackend, try_acquire
 from sentinel_celery.state.registry import get_registry
 from sentinel_celery.state.tags import RedisTagTracker
 from tests import failover_jobs  # noqa: F401  (the client routes these by their task type)
+from tests.failover_support import poison_until_dead_lettered
 
 INCLUDE = ("tests.jobs", "tests.failover_jobs")
 
@@ -229,17 +230,7 @@ def test_a_broker_prefix_outside_the_namespace_falls_back_to_the_writer_thread(w
 
 def test_poison_task_goes_to_the_dead_letters(workers, celery_client, rclient, namespace):
     wa, wb = start(workers, ("fo-a", ["build"], 1), ("fo-b", ["build"], 1))
-    stopping = threading.Event()
-    standalone = Monitor(celery_client, get_config())  # outlives both workers, as `sentinel monitor`
-    thread = threading.Thread(target=standalone.run, args=(stopping,), daemon=True)
-    thread.start()
-    try:
-        bad = celery_client.send_task("tests.fo.poison", kwargs={"tag": "poison"})
-        with pytest.raises(WorkerLostRepeatedly, match="died 2 time"):
-            bad.get(timeout=40)
-    finally:
-        stopping.set()
-        thread.join(10)
+    bad = poison_until_dead_lettered(celery_client)
     assert not wa.alive() and not wb.alive()
     assert sorted(r["worker"] for r in runs(rclient, namespace, "poison")) == ["fo-a", "fo-b"]
     (letter,) = read_dead_letters(rclient, namespace)

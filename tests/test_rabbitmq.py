@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -19,16 +18,15 @@ from sentinel_celery.broker.amqp_held import REPUBLISH_HEADER, HeldMessages
 from sentinel_celery.broker.factory import broker_for, broker_for_config
 from sentinel_celery.broker.rabbitmq_management import ManagementAPI
 from sentinel_celery.cli import main as cli
-from sentinel_celery.cluster.failover import WorkerLostRepeatedly
-from sentinel_celery.cluster.monitor import Monitor
 from sentinel_celery.cluster.processes import wait_for
 from sentinel_celery.cluster.snapshot import collect_snapshot
-from sentinel_celery.config import ConfigError, get_config, load_config, set_config
+from sentinel_celery.config import ConfigError, load_config, set_config
 from sentinel_celery.plugin import create_app
 from sentinel_celery.state.failovers import read_dead_letters, read_events
 from sentinel_celery.state.leases import RedisLeaseBackend
 from sentinel_celery.state.registry import get_registry
 from tests import failover_jobs  # noqa: F401  (the client routes these by their task type)
+from tests.failover_support import poison_until_dead_lettered
 from tests.rabbitmq_support import amqp_url, private_rabbitmq, rabbitmq_node  # noqa: F401 (fixtures)
 
 INCLUDE = ("tests.jobs", "tests.failover_jobs")
@@ -190,17 +188,7 @@ def test_kill9_on_amqp_reruns_the_job_once_elsewhere_and_records_it(workers, amq
 
 def test_poison_task_on_amqp_goes_to_the_dead_letters(workers, amqp_env, amqp_client, rclient, namespace):
     wa, wb = start(workers, amqp_env, ("rq-p1", ["build"], 1), ("rq-p2", ["build"], 1))
-    stopping = threading.Event()
-    standalone = Monitor(amqp_client, get_config())  # outlives both workers, as `sentinel monitor`
-    thread = threading.Thread(target=standalone.run, args=(stopping,), daemon=True)
-    thread.start()
-    try:
-        bad = amqp_client.send_task("tests.fo.poison", kwargs={"tag": "poison"})
-        with pytest.raises(WorkerLostRepeatedly, match="died 2 time"):
-            bad.get(timeout=40)
-    finally:
-        stopping.set()
-        thread.join(10)
+    bad = poison_until_dead_lettered(amqp_client)
     assert not wa.alive() and not wb.alive()
     assert sorted(r["worker"] for r in runs(rclient, namespace, "poison")) == ["rq-p1", "rq-p2"]
     (letter,) = read_dead_letters(rclient, namespace)
