@@ -13,6 +13,7 @@ import tests.jobs  # noqa: F401  (the client must know the test tasks' types to 
 from sentinel_celery.cluster.processes import start_worker, wait_for
 from sentinel_celery.config import load_config, set_config
 from sentinel_celery.ops.embedded import EmbeddedRedis, redis_answers
+from sentinel_celery.ops.redis_ha import RedisHA
 from sentinel_celery.plugin import create_app
 
 # the GitHub fixtures (gh_env, gh_cfg, gh_repo, mirror) for every test module, and the private-Redis ones
@@ -111,6 +112,16 @@ def celery_client(sentinel_env):
     app = create_app("sentinel_celery")
     yield app
     app.close()
+
+
+@pytest.fixture
+def redis_ha(tmp_path):
+    """A Redis Sentinel deployment of its own (primary, replica, three sentinels on free loopback ports)."""
+    ha = RedisHA(tmp_path / "redis-ha")
+    try:
+        yield ha.start()
+    finally:
+        ha.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from sentinel_celery.cli import main
 from sentinel_celery.cluster.processes import start_worker, wait_for
 from sentinel_celery.config import load_config, set_config
-from sentinel_celery.ops.redis_ha import RedisHA
 from sentinel_celery.plugin import create_app
 from sentinel_celery.state.connection import get_redis
 from sentinel_celery.state.failovers import read_events
@@ -30,15 +29,6 @@ HA_SHARED = {
     },
     "redis": {"failoverWaitSeconds": 30},
 }
-
-
-@pytest.fixture
-def redis_ha(tmp_path):
-    ha = RedisHA(tmp_path / "redis-ha")
-    try:
-        yield ha.start()
-    finally:
-        ha.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from sentinel_celery.cli import main
 from sentinel_celery.config import load_config, set_config
 from sentinel_celery.github.backend import GitHubSentinelBackend
 from sentinel_celery.ops.embedded import free_port
-from sentinel_celery.ops.redis_ha import RedisHA
 from sentinel_celery.plugin import create_app
 from sentinel_celery.redis_url import (
     RedisURLError,
@@ -97,15 +96,6 @@ def test_no_reachable_sentinel_is_one_line_at_once(monkeypatch, tmp_path):
     assert line == (f"sentinel: cannot reach the Redis master 'mymaster' via sentinels 127.0.0.1:{ports[0]},"
                     f"127.0.0.1:{ports[1]}: no sentinel reachable at 127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}")
     assert time.monotonic() - started < 10  # not the failover wait: this master was never reached
-
-
-@pytest.fixture
-def redis_ha(tmp_path):
-    ha = RedisHA(tmp_path / "redis-ha")
-    try:
-        yield ha.start()
-    finally:
-        ha.stop()
 
 
 def test_wrong_master_name_is_one_line_and_the_right_one_works(redis_ha, monkeypatch, tmp_path):
