@@ -82,8 +82,7 @@ class TrackingQoS(kombu_redis.QoS):
 
     def append(self, message, delivery_tag):
         holder = current_holder
-        if holder is not None and delivery_tag is not None and \
-                str(delivery_tag) == str(getattr(self.channel, "taken_tag", None)):
+        if holder is not None and delivery_tag is not None and delivery_tag == self.channel.taken_tag:
             VirtualQoS.append(self, message, delivery_tag)  # recorded as it was taken (broker/redis_fetch.py)
             holder.recorded_by_broker(str(delivery_tag))
             return
