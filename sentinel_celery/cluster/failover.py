@@ -308,7 +308,7 @@ class Failover:
             if not back:
                 released = self.leases.fence_worker(dead.worker_id)
                 self._release_connections(dead)
-            returned, dead_lettered = self.give_back(dead, finished)
+            returned, dead_lettered, finished = self.give_back(dead)
             if not back:
                 moved_home = self._drain_direct_queue(dead)
         event = {
@@ -349,19 +349,20 @@ class Failover:
         current = self.client.hmget(self.registry.worker_key(dead.worker_id), "instance", "state")
         return bool(current[0]) and current[0] != dead.instance and current[1] != OFFLINE
 
-    def give_back(self, dead: DeadWorker, finished: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
+    def give_back(self, dead: DeadWorker) -> tuple[list[dict], list[dict], list[dict]]:
         """Every message the dead incarnation had taken: back to its queue, or to the dead letters; one whose
-        outcome it stored before it died (only the ack was lost) is dropped and listed in ``finished``."""
-        finished = finished if finished is not None else []
+        outcome it stored before it died (only the ack was lost) is dropped. Returns (given back, dead-lettered,
+        already finished)."""
         tags = self.tags.held_by(dead.instance)
         if not tags:
-            return [], []
+            return [], [], []
         # A tag kombu itself requeued (a pool child died) may have been taken by another worker since.
         others = [w["instance"] for w in self.registry.workers(include_offline=False)
                   if w["instance"] and w["instance"] != dead.instance]
         tags -= self.tags.held_elsewhere(tags, others)
         returned: list[dict] = []
         dead_lettered: list[dict] = []
+        finished: list[dict] = []
         with broker_for(self.app, cfg=self.cfg) as unacked:
             held = unacked.get_many(tags)
             running = presumed_running(held.values(), dead.concurrency)
@@ -384,7 +385,7 @@ class Failover:
                 self.records.count_recovery(message.task_id, killed=was_running, ttl_s=self.task_ttl_s)
                 returned.append({"id": message.task_id, "name": message.task_name, "queues": done[1],
                                  "was_running": was_running})
-        return returned, dead_lettered
+        return returned, dead_lettered, finished
 
     def _finished_after_delivery(self, message: Unacked) -> bool:
         """The task's outcome was stored after this message was delivered: it ran to the end, and the worker died
